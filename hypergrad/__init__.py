@@ -1,3 +1,24 @@
-"""hypergrad: gradient-based hyperparameter optimization on JAX and optax."""
+"""hypergrad: gradient-based hyperparameter optimization on JAX and optax.
+
+The top level re-exports the entry points and the differentiation methods; solvers,
+problems and the rest live in their subpackages.
+"""
+
+from ._bilevel import BilevelProblem as BilevelProblem
+from .methods import CG as CG
+from .methods import GMRES as GMRES
+from .methods import BiCGStab as BiCGStab
+from .methods import Dense as Dense
+from .methods import Hypergradient as Hypergradient
+from .methods import Identity as Identity
+from .methods import Implicit as Implicit
+from .methods import Neumann as Neumann
+from .methods import Truncated as Truncated
+from .methods import Unrolled as Unrolled
+from .methods import hypergradient as hypergradient
+from .methods import outer_loss as outer_loss
+from .methods import solve as solve
+from .solvers import Solution as Solution
+from .solvers import Status as Status
 
 __version__ = "0.1.0.dev0"

@@ -1,1 +1,19 @@
-"""hypergrad.methods."""
+"""Differentiation methods, linear solvers, optimality conditions and entry points."""
+
+from ._base import AbstractMethod as AbstractMethod
+from ._implicit import Implicit as Implicit
+from ._linear import CG as CG
+from ._linear import GMRES as GMRES
+from ._linear import AbstractLinearSolver as AbstractLinearSolver
+from ._linear import BiCGStab as BiCGStab
+from ._linear import Dense as Dense
+from ._linear import Identity as Identity
+from ._linear import Neumann as Neumann
+from ._optimality import OptimalityCondition as OptimalityCondition
+from ._optimality import stationarity as stationarity
+from ._solve import Hypergradient as Hypergradient
+from ._solve import hypergradient as hypergradient
+from ._solve import outer_loss as outer_loss
+from ._solve import solve as solve
+from ._unrolled import Truncated as Truncated
+from ._unrolled import Unrolled as Unrolled

@@ -1,1 +1,12 @@
-"""hypergrad.solvers."""
+"""Inner solvers: pure `init / step / terminate` objects and the loops that run them."""
+
+from ._base import AbstractSolver as AbstractSolver
+from ._base import SolverState as SolverState
+from ._base import run as run
+from ._base import run_steps as run_steps
+from ._newton import Newton as Newton
+from ._optax import LBFGS as LBFGS
+from ._optax import OptaxSolver as OptaxSolver
+from ._solution import Solution as Solution
+from ._solution import Status as Status
+from ._solution import check_status as check_status

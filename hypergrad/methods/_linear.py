@@ -1,0 +1,212 @@
+"""Linear solvers for the implicit-function-theorem system `A x = b`.
+
+Interface: `linear_solver(matvec, b, x0=None) -> x`, where `matvec(v) = A v` on pytrees
+shaped like the inner parameters, `b` is such a pytree, and `x0` an optional initial
+guess (a warm start from the previous outer step). Solvers that need `A` symmetric
+positive definite say so with `requires_spd = True`.
+
+For stationarity of a convex inner objective, `A` is the Hessian: symmetric, and positive
+definite when the objective is strongly convex.
+"""
+
+import abc
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.sparse.linalg as jsp
+from jax.flatten_util import ravel_pytree
+
+
+def _check_tol(name, value):
+    if not (isinstance(value, (int, float)) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative number, got {name}={value!r}")
+
+
+def _check_maxiter(maxiter):
+    if maxiter is not None and (
+        isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1
+    ):
+        raise ValueError(f"maxiter must be a positive int or None, got maxiter={maxiter!r}")
+
+
+class AbstractLinearSolver(abc.ABC):
+    """Solves `A x = b` given `matvec(v) = A v`."""
+
+    requires_spd: bool = False
+
+    @abc.abstractmethod
+    def __call__(self, matvec, b, x0=None):
+        """The solution `x`, a pytree shaped like `b`."""
+
+
+class CG(AbstractLinearSolver):
+    """Conjugate gradient (`jax.scipy.sparse.linalg.cg`); `A` symmetric positive definite.
+
+    Stops when `||A x - b|| <= max(tol * ||b||, atol)`.
+
+    Args:
+      tol: relative tolerance on the residual.
+      atol: absolute tolerance on the residual.
+      maxiter: the largest number of iterations (`None`: 10 times the dimension, JAX's
+        default).
+
+    Reference: Hestenes and Stiefel, "Methods of conjugate gradients for solving linear
+    systems", 1952.
+    """
+
+    requires_spd = True
+
+    def __init__(self, tol: float = 1e-10, atol: float = 0.0, maxiter: int | None = None):
+        _check_tol("tol", tol)
+        _check_tol("atol", atol)
+        _check_maxiter(maxiter)
+        self.tol, self.atol, self.maxiter = tol, atol, maxiter
+
+    def __call__(self, matvec, b, x0=None):
+        x, _ = jsp.cg(matvec, b, x0=x0, tol=self.tol, atol=self.atol, maxiter=self.maxiter)
+        return x
+
+    def __repr__(self):
+        return f"CG(tol={self.tol}, atol={self.atol}, maxiter={self.maxiter})"
+
+
+class GMRES(AbstractLinearSolver):
+    """Restarted GMRES (`jax.scipy.sparse.linalg.gmres`); any non-singular `A`.
+
+    Reference: Saad and Schultz, "GMRES: a generalized minimal residual algorithm for
+    solving nonsymmetric linear systems", 1986.
+    """
+
+    def __init__(
+        self, tol: float = 1e-10, atol: float = 0.0, restart: int = 20, maxiter: int | None = None
+    ):
+        _check_tol("tol", tol)
+        _check_tol("atol", atol)
+        _check_maxiter(maxiter)
+        if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
+            raise ValueError(f"restart must be a positive int, got restart={restart!r}")
+        self.tol, self.atol, self.restart, self.maxiter = tol, atol, restart, maxiter
+
+    def __call__(self, matvec, b, x0=None):
+        x, _ = jsp.gmres(
+            matvec,
+            b,
+            x0=x0,
+            tol=self.tol,
+            atol=self.atol,
+            restart=self.restart,
+            maxiter=self.maxiter,
+            solve_method="batched",
+        )
+        return x
+
+    def __repr__(self):
+        return f"GMRES(tol={self.tol}, restart={self.restart}, maxiter={self.maxiter})"
+
+
+class BiCGStab(AbstractLinearSolver):
+    """Stabilized bi-conjugate gradient (`jax.scipy.sparse.linalg.bicgstab`); any
+    non-singular `A`.
+
+    Reference: van der Vorst, "Bi-CGSTAB: a fast and smoothly converging variant of Bi-CG
+    for the solution of nonsymmetric linear systems", 1992.
+    """
+
+    def __init__(self, tol: float = 1e-10, atol: float = 0.0, maxiter: int | None = None):
+        _check_tol("tol", tol)
+        _check_tol("atol", atol)
+        _check_maxiter(maxiter)
+        self.tol, self.atol, self.maxiter = tol, atol, maxiter
+
+    def __call__(self, matvec, b, x0=None):
+        x, _ = jsp.bicgstab(matvec, b, x0=x0, tol=self.tol, atol=self.atol, maxiter=self.maxiter)
+        return x
+
+    def __repr__(self):
+        return f"BiCGStab(tol={self.tol}, maxiter={self.maxiter})"
+
+
+class Neumann(AbstractLinearSolver):
+    """Truncated Neumann series `x = eta * sum_{i=0}^{k} (I - eta A)^i b`.
+
+    Converges to `A^{-1} b` when the eigenvalues of `A` lie in `(0, 2 / eta)`; `k` terms
+    cost `k` matrix-vector products and approximate `k` steps of gradient descent on the
+    inner problem (Lorraine et al.).
+
+    Args:
+      num_terms: `k`, the number of terms after the first.
+      step_size: `eta`; choose below `2 / L` for `L` the largest eigenvalue of `A`.
+
+    Reference: Lorraine, Vicente and Duvenaud, "Optimizing Millions of Hyperparameters by
+    Implicit Differentiation", 2020, https://arxiv.org/abs/1911.02590
+    """
+
+    def __init__(self, num_terms: int = 50, step_size: float = 1.0):
+        if isinstance(num_terms, bool) or not isinstance(num_terms, int) or num_terms < 0:
+            raise ValueError(f"num_terms must be a non-negative int, got num_terms={num_terms!r}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be positive, got step_size={step_size!r}")
+        self.num_terms, self.step_size = num_terms, step_size
+
+    def __call__(self, matvec, b, x0=None):
+        # x0 is not used: the series is a fixed linear map of b (that makes it unbiased
+        # as a truncation of A^{-1} b, and transposable).
+        del x0
+        eta = self.step_size
+
+        def body(_, carry):
+            term, total = carry
+            term = jax.tree.map(lambda t, at: t - eta * at, term, matvec(term))
+            return term, jax.tree.map(jnp.add, total, term)
+
+        _, total = jax.lax.fori_loop(0, self.num_terms, body, (b, b))
+        return jax.tree.map(lambda t: eta * t, total)
+
+    def __repr__(self):
+        return f"Neumann(num_terms={self.num_terms}, step_size={self.step_size})"
+
+
+class Dense(AbstractLinearSolver):
+    """Materialize `A` (one `matvec` per dimension) and solve directly: Cholesky when
+    `symmetric=True` (SPD `A`), LU otherwise. Exact up to rounding; `O(p^3)`.
+    """
+
+    def __init__(self, symmetric: bool = False):
+        self.symmetric = bool(symmetric)
+
+    def __call__(self, matvec, b, x0=None):
+        del x0
+        flat_b, unravel = ravel_pytree(b)
+        flat_matvec = lambda v: ravel_pytree(matvec(unravel(v)))[0]  # noqa: E731
+        a = jax.vmap(flat_matvec, out_axes=1)(jnp.eye(flat_b.size, dtype=flat_b.dtype))
+        if self.symmetric:
+            x = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), flat_b)
+        else:
+            x = jnp.linalg.solve(a, flat_b)
+        return unravel(x)
+
+    def __repr__(self):
+        return f"Dense(symmetric={self.symmetric})"
+
+
+class Identity(AbstractLinearSolver):
+    """`x = scale * b`: replaces `A^{-1}` by a multiple of the identity.
+
+    With `scale` the inner learning rate this is the one-step approximation of Luketina
+    et al. (differentiating only the last inner gradient step).
+
+    Reference: Luketina, Berglund, Greff and Raiko, "Scalable Gradient-Based Tuning of
+    Continuous Regularization Hyperparameters", 2016, https://arxiv.org/abs/1511.06727
+    """
+
+    def __init__(self, scale: float = 1.0):
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got scale={scale!r}")
+        self.scale = scale
+
+    def __call__(self, matvec, b, x0=None):
+        del matvec, x0
+        return jax.tree.map(lambda t: self.scale * t, b)
+
+    def __repr__(self):
+        return f"Identity(scale={self.scale})"

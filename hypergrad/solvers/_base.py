@@ -1,0 +1,206 @@
+"""Inner solvers as pure `init / step / terminate` objects, and the loop that runs them.
+
+Interface: for an objective `fun(params, hparams, args) -> scalar`,
+
+    state = solver.init(fun, params, hparams, args)
+    params, state = solver.step(fun, params, state, hparams, args)
+    done, status = solver.terminate(fun, params, state, hparams, args)
+
+Invariant: every solver state carries the common fields of `SolverState` (`num_steps`,
+`value`, `grad`, `grad_norm`, `value0`, `grad_norm0`) evaluated at the *current* params,
+so termination, statistics and the differentiation methods read them the same way for
+every solver. `run` is a `lax.while_loop` over `step` (not reverse-differentiable; the
+differentiation methods in `hypergrad.methods` decide how derivatives are taken).
+"""
+
+import abc
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Args, Array, HParams, Params
+from ._solution import Solution, Status, tree_isfinite, tree_norm
+
+Objective = Callable[[Params, HParams, Args], Array]
+
+
+class SolverState(NamedTuple):
+    """State common to all solvers; `inner` holds the solver's own state."""
+
+    inner: Any
+    num_steps: Array
+    value: Array
+    grad: Params
+    grad_norm: Array
+    value0: Array
+    grad_norm0: Array
+
+
+def _check_steps(max_steps, tol, divergence):
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
+        raise ValueError(f"max_steps must be a non-negative int, got max_steps={max_steps!r}")
+    if tol is not None and not (tol >= 0):
+        raise ValueError(f"tol must be non-negative or None, got tol={tol!r}")
+    if not divergence > 1:
+        raise ValueError(f"divergence must be > 1, got divergence={divergence!r}")
+
+
+class AbstractSolver(abc.ABC):
+    """An inner solver: `init`, `step`, and the shared `terminate`.
+
+    Attributes every solver has:
+      max_steps: the largest number of steps.
+      tol: stop when the gradient norm is at most `tol`; `None` runs exactly `max_steps`
+        steps and reports `converged` when they are done (a fixed training budget).
+      divergence: report `diverged` when the gradient norm exceeds
+        `divergence * (1 + grad_norm0)` or the objective exceeds
+        `value0 + divergence * (1 + |value0|)`.
+    """
+
+    max_steps: int
+    tol: float | None
+    divergence: float
+
+    @abc.abstractmethod
+    def init(self, fun: Objective, params: Params, hparams: HParams, args: Args) -> SolverState:
+        """The state at `params` (value and gradient evaluated there)."""
+
+    @abc.abstractmethod
+    def step(
+        self, fun: Objective, params: Params, state: SolverState, hparams: HParams, args: Args
+    ) -> tuple[Params, SolverState]:
+        """One iteration; the returned state describes the returned params."""
+
+    def terminate(
+        self, fun: Objective, params: Params, state: SolverState, hparams: HParams, args: Args
+    ) -> tuple[Array, Array]:
+        """`(done, status)` for the current state; `status` is a `Status` code."""
+        del fun, hparams, args
+        finite = jnp.isfinite(state.value) & jnp.isfinite(state.grad_norm) & tree_isfinite(params)
+        blown = (state.grad_norm > self.divergence * (1 + state.grad_norm0)) | (
+            state.value > state.value0 + self.divergence * (1 + jnp.abs(state.value0))
+        )
+        out_of_steps = state.num_steps >= self.max_steps
+        if self.tol is None:
+            converged = out_of_steps
+        else:
+            converged = state.grad_norm <= self.tol
+        status = jnp.select(
+            [~finite, blown, converged, out_of_steps],
+            [Status.NONFINITE, Status.DIVERGED, Status.CONVERGED, Status.MAX_STEPS],
+            Status.CONVERGED,
+        ).astype(jnp.int32)
+        done = ~finite | blown | converged | out_of_steps
+        return done, status
+
+
+def common_state(inner, value, grad, num_steps=0) -> SolverState:
+    grad_norm = tree_norm(grad)
+    return SolverState(
+        inner=inner,
+        num_steps=jnp.asarray(num_steps, jnp.int32),
+        value=value,
+        grad=grad,
+        grad_norm=grad_norm,
+        value0=value,
+        grad_norm0=grad_norm,
+    )
+
+
+def advance(state: SolverState, inner, value, grad) -> SolverState:
+    """The state after one step: new inner state, value and gradient; keeps the initial ones."""
+    return state._replace(
+        inner=inner,
+        num_steps=state.num_steps + 1,
+        value=value,
+        grad=grad,
+        grad_norm=tree_norm(grad),
+    )
+
+
+def make_solution(solver, fun, params, state, hparams, args) -> Solution:
+    _, status = solver.terminate(fun, params, state, hparams, args)
+    stats = {"num_steps": state.num_steps, "value": state.value, "grad_norm": state.grad_norm}
+    return Solution(params=params, state=state, stats=stats, status=status)
+
+
+def run(
+    solver: AbstractSolver,
+    fun: Objective,
+    params: Params,
+    hparams: HParams,
+    args: Args = None,
+    state: SolverState | None = None,
+    max_steps: int | None = None,
+) -> Solution:
+    """Run `solver` from `params` until it terminates (a `lax.while_loop`).
+
+    Forward-differentiable, not reverse-differentiable; use `hypergrad.solve` with a
+    method for derivatives. `state` resumes from a previous state instead of calling
+    `init`; `max_steps` stops the loop once the state has taken that many steps in all,
+    below the solver's own limit (the status then reads as for an unfinished run).
+    """
+    if state is None:
+        state = solver.init(fun, params, hparams, args)
+
+    def cond(carry):
+        done, _ = solver.terminate(fun, *carry, hparams, args)
+        if max_steps is not None:
+            done = done | (carry[1].num_steps >= max_steps)
+        return ~done
+
+    def body(carry):
+        return solver.step(fun, *carry, hparams, args)
+
+    params, state = jax.lax.while_loop(cond, body, (params, state))
+    return make_solution(solver, fun, params, state, hparams, args)
+
+
+def run_steps(
+    solver: AbstractSolver,
+    fun: Objective,
+    params: Params,
+    state: SolverState,
+    hparams: HParams,
+    args: Args,
+    num_steps: int,
+    checkpoints: int | None = None,
+    stop_at_tol: bool = True,
+) -> tuple[Params, SolverState]:
+    """Up to `num_steps` steps as a `lax.scan` (reverse-differentiable); steps after the
+    solver terminates leave the state unchanged. With `stop_at_tol=False` only a failure
+    (divergence, non-finite values) stops it: exactly `num_steps` steps otherwise.
+
+    `checkpoints=k` splits the scan into `k` segments and rematerializes each segment in
+    the backward pass (`jax.checkpoint`), so reverse mode stores `k` segment boundaries
+    plus one segment's states: memory about `k + num_steps / k` states instead of
+    `num_steps`, smallest at `k = sqrt(num_steps)`, for one extra forward pass.
+    """
+
+    def one(carry, i):
+        p, s = carry
+        done, status = solver.terminate(fun, p, s, hparams, args)
+        if not stop_at_tol:
+            done = (status == Status.DIVERGED) | (status == Status.NONFINITE)
+        done = done | (i >= num_steps)
+        carry = jax.lax.cond(
+            done, lambda c: c, lambda c: solver.step(fun, *c, hparams, args), (p, s)
+        )
+        return carry, None
+
+    if checkpoints is None or checkpoints <= 1 or checkpoints >= num_steps:
+        (params, state), _ = jax.lax.scan(one, (params, state), jnp.arange(num_steps))
+        return params, state
+
+    segment = -(-num_steps // checkpoints)  # ceil: the last segment is padded, then masked
+    index = jnp.arange(checkpoints * segment).reshape(checkpoints, segment)
+
+    @jax.checkpoint
+    def run_segment(carry, idx):
+        carry, _ = jax.lax.scan(one, carry, idx)
+        return carry, None
+
+    (params, state), _ = jax.lax.scan(run_segment, (params, state), index)
+    return params, state
