@@ -11,6 +11,7 @@ iterations: cost and memory do not depend on how many steps the inner solver too
 """
 
 import jax
+from jax.flatten_util import ravel_pytree
 
 from ..solvers import Solution
 from ..solvers._base import run
@@ -121,17 +122,25 @@ class Implicit(AbstractMethod):
                 ([h_leaves[i] for i in idx_h], [a_leaves[i] for i in idx_a]),
                 ([th_leaves[i] for i in idx_h], [ta_leaves[i] for i in idx_a]),
             )
-            rhs = jax.tree.map(lambda r: -r, rhs)
+            # One flat right-hand side: custom_linear_solve's transpose needs every leaf
+            # of it to depend on the tangents, and a block of the residual that the
+            # differentiated leaves do not touch (an intercept's) would be a constant.
+            flat_rhs, unravel = ravel_pytree(rhs)
             residual = lambda p: optimality.residual(p, h, a)  # noqa: E731
-            matvec = lambda v: jax.jvp(residual, (sol.params,), (v,))[1]  # noqa: E731
+
+            def matvec(v):
+                jv = jax.jvp(residual, (sol.params,), (unravel(v),))[1]
+                return ravel_pytree(jv)[0]
+
             ls = self.linear_solver
-            dparams = jax.lax.custom_linear_solve(
+            flat_dparams = jax.lax.custom_linear_solve(
                 matvec,
-                rhs,
+                -flat_rhs,
                 solve=lambda mv, b: ls(mv, b),
                 transpose_solve=lambda vm, b: ls(vm, b),
                 symmetric=optimality.symmetric,
             )
+            dparams = unravel(flat_dparams)
             return sol, out_tangent._replace(params=dparams)
 
         solution.defjvp(rule, symbolic_zeros=True)

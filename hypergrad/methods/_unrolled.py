@@ -73,8 +73,13 @@ class Unrolled(AbstractMethod):
     def __repr__(self):
         return f"Unrolled(mode={self.mode!r}, checkpoints={self.checkpoints})"
 
+    def check_solver(self, solver) -> None:
+        if self.mode == "reverse":
+            _check_reversible(self, solver)
+
     def solve(self, solver, fun, init_params, hparams, args, optimality) -> Solution:
         del optimality
+        self.check_solver(solver)
         if self.mode == "reverse":
             state = solver.init(fun, init_params, hparams, args)
             params, state = run_steps(
@@ -82,6 +87,16 @@ class Unrolled(AbstractMethod):
             )
             return make_solution(solver, fun, params, state, hparams, args)
         return _forward_solve(solver, fun, init_params, hparams, args)
+
+
+def _check_reversible(method, solver):
+    if not solver.reverse_differentiable:
+        raise ValueError(
+            f"method={method!r} differentiates through the solver's steps in reverse mode, "
+            f"but solver={solver!r} has steps that cannot be reverse-differentiated (a line "
+            "search loop). Use Unrolled(mode='forward'), Implicit(...), or an OptaxSolver "
+            "with a fixed-step optimizer."
+        )
 
 
 def _forward_solve(solver, fun, init_params, hparams, args) -> Solution:
@@ -149,6 +164,7 @@ class Truncated(AbstractMethod):
         return f"Truncated(k={self.k})"
 
     def check_solver(self, solver) -> None:
+        _check_reversible(self, solver)
         if self.k > solver.max_steps:
             raise ValueError(
                 f"Truncated(k={self.k}) is longer than the unroll: the solver takes at most "

@@ -62,6 +62,9 @@ class AbstractSolver(abc.ABC):
     max_steps: int
     tol: float | None
     divergence: float
+    # Whether `step` can be reverse-differentiated (no while loop inside, such as a line
+    # search): unrolled reverse-mode methods need it.
+    reverse_differentiable: bool = True
 
     @abc.abstractmethod
     def init(self, fun: Objective, params: Params, hparams: HParams, args: Args) -> SolverState:

@@ -123,6 +123,9 @@ class LBFGS(AbstractSolver):
         )
         self.max_steps, self.tol, self.divergence = max_steps, tol, divergence
 
+    # The zoom line search is a while loop: forward-differentiable, not reversible.
+    reverse_differentiable = False
+
     def init(self, fun, params, hparams, args):
         return self._loop.init(fun, params, hparams, args)
 
