@@ -1,0 +1,189 @@
+"""Conformance suite: every differentiation method on ridge and logistic regression.
+
+Each method must agree with the exact hypergradient (closed form for ridge; a tight
+Newton solve plus a dense implicit-function-theorem solve written out here for logistic
+regression) and with central finite differences, compose with `jit`, `vmap` and
+`jvp`, run in float32, and not retrace when only hyperparameter values change.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import problems
+from hypergrad.solvers import Newton, OptaxSolver, run
+
+from ._problems import central_difference, hessian_bound, logistic_problem, ridge_problem
+
+PROBLEMS = {
+    "ridge": lambda dtype=np.float64: ridge_problem(dtype=dtype),
+    "logistic": lambda dtype=np.float64: logistic_problem(dtype=dtype),
+    "logistic_per_feature": lambda dtype=np.float64: logistic_problem(
+        dtype=dtype, per_feature=True
+    ),
+}
+
+# Gradient descent at step 1/L contracts the error by (1 - mu/L) per step; on these
+# problems mu/L >= 0.05, so 800 steps bring the iterate to rounding level.
+GD_STEPS = 800
+
+
+def _gd(problem, steps=GD_STEPS):
+    return OptaxSolver(optax.sgd(1.0 / hessian_bound(problem)), max_steps=steps, tol=None)
+
+
+def _tight(problem):
+    del problem
+    return Newton(max_steps=50, tol=1e-13)
+
+
+METHODS = {
+    "implicit_cg": (lambda pb: hg.Implicit(hg.CG(tol=1e-13)), _tight),
+    "implicit_gmres": (lambda pb: hg.Implicit(hg.GMRES(tol=1e-13)), _tight),
+    "implicit_bicgstab": (lambda pb: hg.Implicit(hg.BiCGStab(tol=1e-13)), _tight),
+    "implicit_dense": (lambda pb: hg.Implicit(hg.Dense()), _tight),
+    # Neumann at step 1/L converges like gradient descent: same number of terms.
+    "implicit_neumann": (
+        lambda pb: hg.Implicit(hg.Neumann(GD_STEPS, 1.0 / hessian_bound(pb))),
+        _tight,
+    ),
+    "unrolled_reverse": (lambda pb: hg.Unrolled(), _gd),
+    "unrolled_checkpointed": (lambda pb: hg.Unrolled(checkpoints=28), _gd),
+    "unrolled_forward": (lambda pb: hg.Unrolled(mode="forward"), _gd),
+    # Truncating after convergence: the last k steps alone carry the derivative, and
+    # k = GD_STEPS / 2 steps contract the neglected part to rounding level.
+    "truncated": (lambda pb: hg.Truncated(GD_STEPS // 2), _gd),
+}
+
+
+def exact_hypergradient(problem, hparams):
+    """Dense implicit function theorem at a tight Newton solution, written out here
+    independently of hypergrad's methods: dL/dh = dL/dh|direct - g^T H^{-1} B."""
+    if problem.name == "ridge":
+        return problems.ridge_hypergradient(problem, hparams)
+    sol = run(
+        Newton(max_steps=50, tol=1e-14), problem.inner, problem.init_params, hparams, problem.train
+    )
+    flat, unravel = jax.flatten_util.ravel_pytree(sol.params)
+    inner = lambda x, a: problem.inner(unravel(x), {"alpha": a}, problem.train)  # noqa: E731
+    alpha = hparams["alpha"]
+    hess = jax.hessian(inner)(flat, alpha)
+    cross = jax.jacfwd(jax.grad(inner), argnums=1)(flat, alpha).reshape(flat.size, -1)
+    g = jax.grad(lambda x: problem.outer(unravel(x), hparams, problem.val))(flat)
+    grad = -g @ np.linalg.solve(hess, cross)
+    return {"alpha": grad.reshape(jnp.shape(alpha))}
+
+
+def _value_fn(method, solver):
+    def value(problem, hparams):
+        return hg.outer_loss(problem, hparams, solver=solver, method=method)
+
+    return value
+
+
+@pytest.fixture(scope="module", params=list(PROBLEMS))
+def problem(request):
+    return PROBLEMS[request.param]()
+
+
+@pytest.fixture(scope="module")
+def references(problem):
+    """Exact hypergradient and central differences of the tightly solved outer loss."""
+    h = problem.hparams
+    value = jax.jit(_value_fn(hg.Implicit(), _tight(problem)))
+    fd = central_difference(lambda hh: value(problem, hh), h)
+    return exact_hypergradient(problem, h), fd
+
+
+@pytest.fixture(scope="module", params=list(METHODS))
+def method_case(request, problem):
+    make_method, make_solver = METHODS[request.param]
+    method, solver = make_method(problem), make_solver(problem)
+    value = _value_fn(method, solver)
+    return request.param, method, solver, value, jax.jit(jax.grad(value, argnums=1))
+
+
+def _rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def test_agrees_with_exact_hypergradient(problem, references, method_case):
+    _, _, _, _, grad = method_case
+    exact, _ = references
+    got = grad(problem, problem.hparams)
+    # Inner solves to a gradient norm of 1e-13 (or rounding level for gradient descent)
+    # and linear solves to 1e-13 leave errors near 1e-11 relative at these condition
+    # numbers (< 30); 1e-7 leaves room for the accumulation of rounding over 800 steps.
+    assert _rel_err(got["alpha"], exact["alpha"]) < 1e-7
+
+
+def test_agrees_with_finite_differences(problem, references, method_case):
+    _, _, _, _, grad = method_case
+    _, fd = references
+    got = grad(problem, problem.hparams)
+    # Central differences with step eps^(1/3) are accurate to about 1e-10 relative
+    # here (see central_difference); 1e-6 bounds that plus the method's own error.
+    assert _rel_err(got["alpha"], fd) < 1e-6
+
+
+def test_vmap_over_hparams_matches_loop(problem, method_case):
+    _, _, _, _, grad = method_case
+    scales = jnp.array([0.5, 1.0, 2.0])
+    batch = jax.tree.map(lambda a: scales.reshape((3,) + (1,) * a.ndim) * a, problem.hparams)
+    batched = jax.jit(jax.vmap(grad, in_axes=(None, 0)))(problem, batch)
+    for i in range(3):
+        single = grad(problem, jax.tree.map(lambda a, i=i: a[i], batch))
+        # vmap changes the order of floating-point reductions, nothing else.
+        np.testing.assert_allclose(batched["alpha"][i], single["alpha"], rtol=1e-9, atol=1e-14)
+
+
+def test_jvp_matches_grad(problem, method_case):
+    _, _, _, value, grad = method_case
+    h = problem.hparams
+    direction = jax.tree.map(lambda a: jnp.linspace(1.0, -1.0, a.size).reshape(a.shape), h)
+    _, tangent = jax.jit(lambda hh, d: jax.jvp(lambda x: value(problem, x), (hh,), (d,)))(
+        h, direction
+    )
+    expected = sum(
+        jnp.vdot(g, d)
+        for g, d in zip(jax.tree.leaves(grad(problem, h)), jax.tree.leaves(direction), strict=True)
+    )
+    # Forward and reverse mode evaluate the same linear map in a different order.
+    np.testing.assert_allclose(tangent, expected, rtol=1e-8)
+
+
+def test_no_retrace_with_new_hparams(problem, method_case):
+    name, method, solver, value, _ = method_case
+    traces = []
+
+    def counted(pb, h):
+        traces.append(1)
+        return jax.grad(value, argnums=1)(pb, h)
+
+    f = jax.jit(counted)
+    h = problem.hparams
+    f(problem, h)
+    f(problem, jax.tree.map(lambda a: 2.0 * a, h))
+    f(problem, jax.tree.map(lambda a: 0.7 * a, h))
+    assert len(traces) == 1, name
+
+
+@pytest.mark.parametrize("method_name", ["implicit_cg", "unrolled_reverse", "unrolled_forward"])
+def test_float32_runs_finite_and_keeps_dtype(method_name):
+    pb = ridge_problem(dtype=np.float32)
+    make_method, make_solver = METHODS[method_name]
+    # Float32 cannot reach the float64 tolerances above; solve to what it can resolve.
+    solver = Newton(max_steps=5, tol=1e-5) if make_solver is _tight else make_solver(pb)
+    method = hg.Implicit(hg.CG(tol=1e-6)) if method_name == "implicit_cg" else make_method(pb)
+    grad = jax.jit(jax.grad(_value_fn(method, solver), argnums=1))(pb, pb.hparams)
+    assert grad["alpha"].dtype == jnp.float32
+    assert np.all(np.isfinite(grad["alpha"]))
+    exact = problems.ridge_hypergradient(
+        ridge_problem(), {"alpha": jnp.asarray(pb.hparams["alpha"], jnp.float64)}
+    )
+    # Float32 rounding (eps 1e-7) amplified by the condition number (< 30).
+    assert _rel_err(grad["alpha"], exact["alpha"]) < 1e-4
