@@ -11,6 +11,8 @@ from ._linear import Identity as Identity
 from ._linear import Neumann as Neumann
 from ._optimality import OptimalityCondition as OptimalityCondition
 from ._optimality import stationarity as stationarity
+from ._prox_fixed_point import prox_fixed_point as prox_fixed_point
+from ._prox_fixed_point import support_size as support_size
 from ._solve import Hypergradient as Hypergradient
 from ._solve import hypergradient as hypergradient
 from ._solve import outer_loss as outer_loss

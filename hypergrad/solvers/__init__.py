@@ -7,6 +7,12 @@ from ._base import run_steps as run_steps
 from ._newton import Newton as Newton
 from ._optax import LBFGS as LBFGS
 from ._optax import OptaxSolver as OptaxSolver
+from ._prox import FISTA as FISTA
+from ._prox import L1 as L1
+from ._prox import AbstractProx as AbstractProx
+from ._prox import Box as Box
+from ._prox import ElasticNet as ElasticNet
+from ._prox import ProximalGradient as ProximalGradient
 from ._solution import Solution as Solution
 from ._solution import Status as Status
 from ._solution import check_status as check_status

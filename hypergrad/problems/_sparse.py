@@ -1,0 +1,339 @@
+"""Lasso, elastic net, weighted lasso and L1 logistic regression as bilevel problems.
+
+Objectives match scikit-learn's (so `alpha` means the same number in both):
+
+    lasso        1/(2 n) ||y - X w||^2 + alpha ||w||_1                  (`Lasso(alpha)`)
+    elastic net  1/(2 n) ||y - X w||^2 + alpha1 ||w||_1 + alpha2/2 ||w||^2
+                 (`ElasticNet(alpha=alpha1 + alpha2, l1_ratio=alpha1 / (alpha1 + alpha2))`)
+    weighted     1/(2 n) ||y - X w||^2 + sum_j alpha_j |w_j|            (one penalty per feature)
+    L1 logistic  mean log(1 + exp(-s_i (x_i^T w + b))) + alpha ||w||_1
+                 (`LogisticRegression(l1_ratio=1, C=1 / (alpha n))`, intercept unpenalized)
+
+How the non-smooth part is carried: the problem's `inner` is the *smooth* data term; the
+penalty lives in the problem's `solver` (`FISTA` holding an `L1` or `ElasticNet` prox
+that reads the strengths from `hparams`) and in its `optimality`
+(`prox_fixed_point(inner, prox)`, restricted to the support). So
+`hypergrad.hypergradient(problem, h)` and `hypergrad.outer_loss(problem, h,
+method=Implicit())` work as for smooth problems; a solver passed in their place must
+carry the same prox.
+
+Data are `Rows(X, y, weight, lipschitz)`: a weight per row (1 for a row in the split, 0
+for a row out of it, so that the K folds of a cross-validation have the same shapes and
+stack under `vmap`) and the Lipschitz constant of the smooth term's gradient (the step
+size of the proximal solver, computed once with the data, not at every solve). No
+intercept for the regressions: center `y` and `X` first (the estimators in
+`hypergrad.sklearn` do). Outer objectives: the mean squared error (regression), the mean
+log-loss (classification), on the validation rows.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._bilevel import BilevelProblem
+from .._types import Array
+from ..methods._prox_fixed_point import prox_fixed_point
+from ..solvers import Newton
+from ..solvers._prox import FISTA, L1, ElasticNet
+
+
+class Rows(NamedTuple):
+    """A split of the data: design, targets, row weights and the smooth term's
+    Lipschitz constant (`lipschitz` is only read for the training split)."""
+
+    X: Array
+    y: Array
+    weight: Array
+    lipschitz: Array
+
+
+def _spectral_norm_sq(X, weight, iters=100):
+    """`||diag(sqrt(weight)) X||_2^2` by power iteration (cheaper than an SVD for large
+    `X`), inflated by 1% because power iteration approaches it from below."""
+    Xw = X * jnp.sqrt(weight)[:, None]
+    v = jnp.ones(X.shape[1], X.dtype) / np.sqrt(X.shape[1])
+
+    def body(_, v):
+        u = Xw.T @ (Xw @ v)
+        return u / jnp.linalg.norm(u)
+
+    v = jax.lax.fori_loop(0, iters, body, v)
+    return 1.01 * jnp.sum((Xw @ v) ** 2)
+
+
+_spectral_norm_sq_jit = jax.jit(_spectral_norm_sq, static_argnames="iters")
+
+
+def _as_rows(X, y, name, weight=None, logistic=False, lipschitz=True):
+    X = jnp.asarray(X)
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(X.dtype, jnp.floating):
+        X = X.astype(jnp.result_type(float))
+    y = y.astype(X.dtype)
+    if X.ndim != 2 or y.ndim != 1:
+        raise ValueError(
+            f"X_{name} must be 2-d and y_{name} 1-d, got shapes {X.shape} and {y.shape}"
+        )
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"X_{name} and y_{name} must have the same number of rows, got "
+            f"X_{name}.shape={X.shape} and y_{name}.shape={y.shape}"
+        )
+    if not (bool(jnp.all(jnp.isfinite(X))) and bool(jnp.all(jnp.isfinite(y)))):
+        raise ValueError(f"X_{name} and y_{name} must be finite (no NaN or inf)")
+    if logistic and not bool(jnp.all((y == 0) | (y == 1))):
+        raise ValueError(f"y_{name} must hold labels in {{0, 1}}")
+    weight = jnp.ones(X.shape[0], X.dtype) if weight is None else jnp.asarray(weight, X.dtype)
+    lip = jnp.zeros((), X.dtype)
+    if lipschitz:
+        if logistic:  # sigmoid' <= 1/4; the intercept is one more column of ones
+            Xb = jnp.hstack([X, jnp.ones((X.shape[0], 1), X.dtype)])
+            lip = _spectral_norm_sq_jit(Xb, weight) / (4 * jnp.sum(weight))
+        else:
+            lip = _spectral_norm_sq_jit(X, weight) / jnp.sum(weight)
+    return Rows(X, y, weight, lip)
+
+
+def squared_loss(w, hparams, data: Rows):
+    """`1/(2 sum(weight)) sum_i weight_i (x_i^T w - y_i)^2`: the lasso's smooth part."""
+    del hparams
+    r = data.X @ w - data.y
+    return 0.5 * jnp.sum(data.weight * r**2) / jnp.sum(data.weight)
+
+
+def mean_squared_error(w, hparams, data: Rows):
+    """The (weighted) mean squared error of `X w` against `y`."""
+    return 2 * squared_loss(w, hparams, data)
+
+
+def log_loss(params, hparams, data: Rows):
+    """The (weighted) mean logistic loss of `X w + b` against labels in {0, 1}."""
+    del hparams
+    logits = data.X @ params["w"] + params["b"]
+    loss = optax.sigmoid_binary_cross_entropy(logits, data.y)
+    return jnp.sum(data.weight * loss) / jnp.sum(data.weight)
+
+
+def ridge_loss(w, hparams, data: Rows):
+    """Squared loss plus `alpha/2 ||w||^2` (smooth: the ridge problem has no prox)."""
+    return squared_loss(w, hparams, data) + 0.5 * jnp.sum(hparams["alpha"] * w**2)
+
+
+def lipschitz_of(hparams, data: Rows):
+    """The step-size rule of the ready problems: the constant stored with the data."""
+    del hparams
+    return data.lipschitz
+
+
+def alpha_max(X, y, weight=None) -> float:
+    """The smallest `alpha` for which the lasso solution is zero: `||X^T y||_inf / n`
+    (weighted rows: `||X^T (weight * y)||_inf / sum(weight)`)."""
+    X, y = np.asarray(X), np.asarray(y)
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight)
+    return float(np.max(np.abs(X.T @ (weight * y))) / np.sum(weight))
+
+
+def _check_positive(name, value, shape_ok):
+    a = np.asarray(value, dtype=np.float64)
+    if not shape_ok(a.shape):
+        raise ValueError(f"{name} has the wrong shape: {name}.shape={a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise ValueError(f"{name} must be finite and non-negative, got {name}={value!r}")
+
+
+def _splits(X_train, y_train, X_val, y_val, X_test, y_test, logistic=False, weights=None):
+    w_train, w_val = (None, None) if weights is None else weights
+    train = _as_rows(X_train, y_train, "train", w_train, logistic)
+    val = _as_rows(X_val, y_val, "val", w_val, logistic, lipschitz=False)
+    if val.X.shape[1] != train.X.shape[1]:
+        raise ValueError(
+            f"X_val must have as many columns as X_train, got {val.X.shape[1]} and "
+            f"{train.X.shape[1]}"
+        )
+    test = None
+    if X_test is not None or y_test is not None:
+        test = _as_rows(X_test, y_test, "test", None, logistic, lipschitz=False)
+    return train, val, test
+
+
+def _prox_problem(inner, outer, init, splits, hparams, prox, max_steps, tol, name):
+    """A problem whose penalty is `prox`: FISTA holds it, the optimality condition is the
+    support-restricted proximal fixed point."""
+    train, val, test = splits
+    return BilevelProblem(
+        inner=inner,
+        outer=outer,
+        init_params=init,
+        train=train,
+        val=val,
+        test=test,
+        hparams=hparams,
+        optimality=prox_fixed_point(inner, prox),
+        solver=FISTA(prox, max_steps=max_steps, tol=tol, lipschitz=lipschitz_of),
+        name=name,
+    )
+
+
+def lasso(
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    X_test=None,
+    y_test=None,
+    *,
+    alpha=None,
+    per_feature: bool = False,
+    tol: float = 1e-8,
+    max_steps: int = 20000,
+    weights=None,
+) -> BilevelProblem:
+    """The lasso `1/(2n) ||y - X w||^2 + alpha ||w||_1` (scikit-learn's `Lasso`).
+
+    Args:
+      X_train, y_train, X_val, y_val, X_test, y_test: the splits (test optional).
+      alpha: the starting penalty (default `alpha_max / 10`): a scalar, or with
+        `per_feature=True` one penalty per feature (the weighted lasso).
+      tol, max_steps: the FISTA solver's tolerance on the gradient-mapping norm and step
+        limit.
+      weights: optional `(train_weights, val_weights)` per row (used for K folds).
+
+    Returns:
+      A `BilevelProblem` with hparams `{"alpha": ...}`, params `w` of shape `(p,)`,
+      solver `FISTA(L1("alpha"))` and the support-restricted optimality condition.
+    """
+    train, val, test = _splits(X_train, y_train, X_val, y_val, X_test, y_test, weights=weights)
+    p, dtype = train.X.shape[1], train.X.dtype
+    if alpha is None:
+        alpha = alpha_max(train.X, train.y, train.weight) / 10
+    _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
+    alpha = jnp.asarray(alpha, dtype)
+    if per_feature:
+        alpha = jnp.broadcast_to(alpha, (p,))
+    name = "weighted_lasso" if per_feature else "lasso"
+    return _prox_problem(
+        squared_loss,
+        mean_squared_error,
+        jnp.zeros(p, dtype),
+        (train, val, test),
+        {"alpha": alpha},
+        L1("alpha"),
+        max_steps,
+        tol,
+        name,
+    )
+
+
+def weighted_lasso(X_train, y_train, X_val, y_val, X_test=None, y_test=None, **kwargs):
+    """The lasso with one penalty per feature, `sum_j alpha_j |w_j|`: `p` hyperparameters,
+    out of reach of any grid. Same arguments as `lasso`."""
+    return lasso(X_train, y_train, X_val, y_val, X_test, y_test, per_feature=True, **kwargs)
+
+
+def elastic_net(
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    X_test=None,
+    y_test=None,
+    *,
+    alpha1=None,
+    alpha2=None,
+    tol: float = 1e-8,
+    max_steps: int = 20000,
+    weights=None,
+) -> BilevelProblem:
+    """The elastic net `1/(2n) ||y - X w||^2 + alpha1 ||w||_1 + alpha2/2 ||w||^2`.
+
+    Two hyperparameters `{"alpha1", "alpha2"}` (defaults `alpha_max / 10` and
+    `alpha_max / 10`); scikit-learn's `ElasticNet(alpha, l1_ratio)` is
+    `alpha1 = alpha * l1_ratio`, `alpha2 = alpha * (1 - l1_ratio)`.
+    """
+    train, val, test = _splits(X_train, y_train, X_val, y_val, X_test, y_test, weights=weights)
+    p, dtype = train.X.shape[1], train.X.dtype
+    amax = alpha_max(train.X, train.y, train.weight)
+    alpha1 = amax / 10 if alpha1 is None else alpha1
+    alpha2 = amax / 10 if alpha2 is None else alpha2
+    _check_positive("alpha1", alpha1, lambda s: s == ())
+    _check_positive("alpha2", alpha2, lambda s: s == ())
+    hparams = {"alpha1": jnp.asarray(alpha1, dtype), "alpha2": jnp.asarray(alpha2, dtype)}
+    return _prox_problem(
+        squared_loss,
+        mean_squared_error,
+        jnp.zeros(p, dtype),
+        (train, val, test),
+        hparams,
+        ElasticNet("alpha1", "alpha2"),
+        max_steps,
+        tol,
+        "elastic_net",
+    )
+
+
+def sparse_logistic(
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    X_test=None,
+    y_test=None,
+    *,
+    alpha=None,
+    per_feature: bool = False,
+    tol: float = 1e-8,
+    max_steps: int = 20000,
+    weights=None,
+) -> BilevelProblem:
+    """L1 logistic regression `mean log-loss(X w + b, y) + alpha ||w||_1`, labels in
+    {0, 1}, intercept `b` unpenalized; scikit-learn's `LogisticRegression(l1_ratio=1,
+    C=1 / (alpha n))`. Params `{"w": (p,), "b": ()}`; outer: validation log-loss.
+    Default `alpha`: a tenth of the smallest penalty that zeroes `w`."""
+    train, val, test = _splits(
+        X_train, y_train, X_val, y_val, X_test, y_test, logistic=True, weights=weights
+    )
+    p, dtype = train.X.shape[1], train.X.dtype
+    if alpha is None:
+        wt = train.weight
+        ybar = jnp.sum(wt * train.y) / jnp.sum(wt)
+        alpha = alpha_max(train.X, train.y - ybar, wt) / 10
+    _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
+    alpha = jnp.asarray(alpha, dtype)
+    if per_feature:
+        alpha = jnp.broadcast_to(alpha, (p,))
+    init = {"w": jnp.zeros(p, dtype), "b": jnp.zeros((), dtype)}
+    return _prox_problem(
+        log_loss,
+        log_loss,
+        init,
+        (train, val, test),
+        {"alpha": alpha},
+        L1("alpha", leaf="w"),
+        max_steps,
+        tol,
+        "sparse_logistic",
+    )
+
+
+def ridge_rows(
+    X_train, y_train, X_val, y_val, X_test=None, y_test=None, *, alpha=1.0, weights=None
+) -> BilevelProblem:
+    """Ridge `1/(2n) ||y - X w||^2 + alpha/2 ||w||^2` on `Rows` data (weighted rows, so K
+    folds stack under `vmap`); solved in one Newton step, smooth optimality."""
+    train, val, test = _splits(X_train, y_train, X_val, y_val, X_test, y_test, weights=weights)
+    p, dtype = train.X.shape[1], train.X.dtype
+    _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
+    return BilevelProblem(
+        inner=ridge_loss,
+        outer=mean_squared_error,
+        init_params=jnp.zeros(p, dtype),
+        train=train,
+        val=val,
+        test=test,
+        hparams={"alpha": jnp.asarray(alpha, dtype)},
+        solver=Newton(max_steps=1),
+        name="ridge_rows",
+    )

@@ -1,0 +1,105 @@
+"""Proximal solvers: their solutions match scikit-learn's on the same data and penalty."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression
+
+from hypergrad import problems
+from hypergrad.solvers import FISTA, L1, Box, ProximalGradient, Status, run
+
+# Both sides solve to a tolerance ~1e-12 on the optimality residual; the solutions of
+# these strongly convex-on-the-support problems then agree to about that size times the
+# conditioning of X_S^T X_S / n (below 1e2 here), so 1e-8 leaves room.
+ATOL = 1e-8
+
+
+@pytest.fixture(scope="module")
+def regression():
+    X, y = problems.synthetic_regression(80, 30, noise=0.5, correlation=0.5, seed=0)
+    return X - X.mean(0), y - y.mean()
+
+
+@pytest.fixture(scope="module")
+def classification():
+    return problems.synthetic_classification(100, 10, seed=1)
+
+
+def _solve(problem, hparams=None):
+    hparams = problem.hparams if hparams is None else hparams
+    fn = jax.jit(lambda pr, h: run(pr.solver, pr.inner, pr.init_params, h, pr.train))
+    return fn(problem, hparams)
+
+
+def test_lasso_matches_sklearn(regression):
+    X, y = regression
+    pr = problems.lasso(X[:60], y[:60], X[60:], y[60:], tol=1e-12)
+    sol = _solve(pr)
+    sk = Lasso(alpha=float(pr.hparams["alpha"]), fit_intercept=False, tol=1e-14, max_iter=10**5)
+    sk.fit(X[:60], y[:60])
+    assert int(sol.status) == Status.CONVERGED
+    assert 0 < np.sum(sk.coef_ != 0) < 30  # a sparse, non-trivial solution
+    np.testing.assert_allclose(sol.params, sk.coef_, atol=ATOL)
+    np.testing.assert_array_equal(sol.params != 0, sk.coef_ != 0)
+
+
+def test_weighted_lasso_matches_rescaled_sklearn(regression):
+    # sum_j a_j |w_j| is the plain lasso on columns X_j / a_j (w_j scaled by a_j).
+    X, y = regression
+    a = np.linspace(0.02, 0.2, X.shape[1])
+    pr = problems.weighted_lasso(X[:60], y[:60], X[60:], y[60:], alpha=a, tol=1e-12)
+    sol = _solve(pr)
+    sk = Lasso(alpha=1.0, fit_intercept=False, tol=1e-14, max_iter=10**5)
+    sk.fit(X[:60] / a, y[:60])
+    np.testing.assert_allclose(sol.params, sk.coef_ / a, atol=ATOL)
+
+
+def test_elastic_net_matches_sklearn(regression):
+    X, y = regression
+    pr = problems.elastic_net(X[:60], y[:60], X[60:], y[60:], alpha1=0.05, alpha2=0.1, tol=1e-12)
+    sol = _solve(pr)
+    sk = ElasticNet(alpha=0.15, l1_ratio=1 / 3, fit_intercept=False, tol=1e-14, max_iter=10**5)
+    sk.fit(X[:60], y[:60])
+    np.testing.assert_allclose(sol.params, sk.coef_, atol=ATOL)
+
+
+def test_l1_logistic_matches_sklearn(classification):
+    X, y = classification
+    pr = problems.sparse_logistic(X[:70], y[:70], X[70:], y[70:], tol=1e-12)
+    sol = _solve(pr)
+    a = float(pr.hparams["alpha"])
+    sk = LogisticRegression(l1_ratio=1.0, C=1 / (a * 70), solver="saga", tol=1e-12, max_iter=10**6)
+    sk.fit(X[:70], y[:70])
+    assert 0 < np.sum(sk.coef_ != 0) < 10
+    np.testing.assert_allclose(sol.params["w"], sk.coef_[0], atol=1e-7)
+    np.testing.assert_allclose(sol.params["b"], sk.intercept_[0], atol=1e-7)
+
+
+def test_ista_and_fista_agree_and_warm_start_helps(regression):
+    X, y = regression
+    pr = problems.lasso(X[:60], y[:60], X[60:], y[60:], tol=1e-10)
+    ista = ProximalGradient(L1("alpha"), max_steps=50000, tol=1e-10, lipschitz=pr.train.lipschitz)
+    cold = _solve(pr)
+    slow = run(ista, pr.inner, pr.init_params, pr.hparams, pr.train)
+    np.testing.assert_allclose(slow.params, cold.params, atol=1e-8)
+    assert int(slow.stats["num_steps"]) > int(cold.stats["num_steps"])
+    near = {"alpha": pr.hparams["alpha"] * 1.05}
+    warm = run(pr.solver, pr.inner, cold.params, near, pr.train)
+    fresh = run(pr.solver, pr.inner, pr.init_params, near, pr.train)
+    assert int(warm.stats["num_steps"]) < int(fresh.stats["num_steps"])
+
+
+def test_box_prox_projects_and_power_iteration_step():
+    # min 1/2 ||x - b||^2 over 0 <= x <= 1 is clip(b, 0, 1); lipschitz=None estimates L = 1.
+    b = jnp.array([-1.0, 0.5, 3.0])
+    f = lambda x, h, args: 0.5 * jnp.sum((x - b) ** 2)  # noqa: E731
+    sol = run(FISTA(Box(0.0, "upper"), tol=1e-12), f, jnp.zeros(3), {"upper": 1.0})
+    np.testing.assert_allclose(sol.params, [0.0, 0.5, 1.0], atol=1e-12)
+
+
+def test_bad_solver_arguments():
+    with pytest.raises(TypeError, match="prox must be"):
+        FISTA("l1")
+    with pytest.raises(ValueError, match="lipschitz must be positive"):
+        FISTA(L1(), lipschitz=-1.0)
