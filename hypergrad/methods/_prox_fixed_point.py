@@ -36,6 +36,8 @@ differentiation of Lasso-type models for hyperparameter optimization", 2020,
 https://arxiv.org/abs/2002.08943
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -84,6 +86,14 @@ def prox_fixed_point(smooth, prox: AbstractProx, *, restricted: bool = True):
     """
     if not isinstance(prox, AbstractProx):
         raise TypeError(f"prox must be an AbstractProx (L1, ElasticNet, Box), got {prox!r}")
+    return _condition(smooth, prox, restricted)
+
+
+# Cached: the condition is a static part of problems and jitted functions, so equal
+# arguments must give the same object (or every rebuilt problem would recompile, and K
+# fold problems would not stack).
+@functools.lru_cache(maxsize=256)
+def _condition(smooth, prox, restricted):
     grad_f = jax.grad(smooth)
 
     if not restricted:

@@ -1,6 +1,13 @@
 """Ready bilevel problems and the data they use."""
 
 from .._bilevel import BilevelProblem as BilevelProblem
+from ._criteria import fold_indices as fold_indices
+from ._criteria import held_out as held_out
+from ._criteria import kfold as kfold
+from ._criteria import kfold_hypergradient as kfold_hypergradient
+from ._criteria import kfold_loss as kfold_loss
+from ._criteria import num_folds as num_folds
+from ._criteria import sure as sure
 from ._data import Split as Split
 from ._data import load as load
 from ._data import split_data as split_data

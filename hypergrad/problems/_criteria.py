@@ -1,0 +1,169 @@
+"""Selection criteria for regularization: held-out loss, K-fold cross-validation with the
+folds vectorized by `vmap`, and for the lasso SURE in its finite-difference Monte-Carlo
+form. Each is a differentiable function of the hyperparameters (its gradient is a
+hypergradient by the problem's method).
+
+K folds as one problem: `kfold(builder, X, y, folds)` builds the problem of each fold on
+*all* rows with row weights (training rows weight 1 in the inner objective, the fold's
+rows weight 1 in the outer one) so every fold has the same shapes, and stacks them on a
+leading axis: `jax.vmap` over that axis solves the K inner problems as one batched
+program. The criterion is the mean over folds of each fold's validation loss
+(scikit-learn's `LassoCV` convention, `mse_path_.mean(axis=1)`).
+"""
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._bilevel import BilevelProblem
+from .._types import Array, HParams
+from ..methods._solve import hypergradient, outer_loss, solve
+from ._sparse import Rows
+
+
+def held_out(problem: BilevelProblem, hparams: HParams, **kwargs) -> Array:
+    """The validation loss `outer(params*(h), h, val)`: `hypergrad.outer_loss`."""
+    return outer_loss(problem, hparams, **kwargs)
+
+
+def fold_indices(n: int, folds: int | Iterable, seed: int | None = None):
+    """`[(train_idx, val_idx), ...]`: `folds` as given, or K contiguous folds as
+    scikit-learn's `KFold(K)` (shuffled with `seed` when a seed is given)."""
+    if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
+        k = int(folds)
+        if not 2 <= k <= n:
+            raise ValueError(f"folds must be between 2 and the number of rows {n}, got {k}")
+        order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+        parts = np.array_split(order, k)
+        rest = lambda i: np.sort(np.concatenate(parts[:i] + parts[i + 1 :]))  # noqa: E731
+        return [(rest(i), part) for i, part in enumerate(parts)]
+    out = [(np.asarray(t), np.asarray(v)) for t, v in folds]
+    if len(out) < 1:
+        raise ValueError("folds must hold at least one (train, val) pair")
+    return out
+
+
+def kfold(
+    builder: Callable[..., BilevelProblem],
+    X,
+    y,
+    folds: int | Iterable = 5,
+    *,
+    seed: int | None = None,
+    **kwargs,
+) -> BilevelProblem:
+    """The K fold problems of `builder` (`lasso`, `elastic_net`, `sparse_logistic`,
+    `ridge_rows`, ...) stacked on a leading axis.
+
+    Args:
+      builder: a problem builder taking `(X_train, y_train, X_val, y_val, weights=...)`.
+      X, y: all the rows.
+      folds: the number of folds (contiguous, as `KFold`), or `(train_idx, val_idx)`
+        pairs (scikit-learn's `cv.split(X, y)`).
+      seed: shuffle the rows before a number of folds is cut.
+      kwargs: passed to `builder` (`alpha=`, `tol=`, ...).
+
+    Returns:
+      A `BilevelProblem` whose data leaves have a leading axis of length K; pass it to
+      `kfold_loss`, `kfold_hypergradient` or `hypergrad.tune.hoag`.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"X must be 2-d and y 1-d with as many entries as X has rows, got X.shape={X.shape},"
+            f" y.shape={y.shape}"
+        )
+    pairs = fold_indices(X.shape[0], folds, seed)
+    probs = []
+    for train_idx, val_idx in pairs:
+        wt, wv = np.zeros(len(y)), np.zeros(len(y))
+        wt[train_idx], wv[val_idx] = 1.0, 1.0
+        probs.append(builder(X, y, X, y, weights=(wt, wv), **kwargs))
+    # Defaults (the starting hparams) must agree across folds to stack: use the first's.
+    probs = [dataclasses.replace(p, hparams=probs[0].hparams) for p in probs]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *probs)
+
+
+def num_folds(problem: BilevelProblem) -> int:
+    return jax.tree.leaves(problem.train)[0].shape[0]
+
+
+def kfold_loss(stacked: BilevelProblem, hparams: HParams, **kwargs) -> Array:
+    """The mean over folds of the validation loss (differentiable in `hparams`)."""
+    return jnp.mean(jax.vmap(lambda pr: outer_loss(pr, hparams, **kwargs))(stacked))
+
+
+def kfold_hypergradient(stacked: BilevelProblem, hparams: HParams, **kwargs):
+    """`hypergrad.hypergradient` of each fold under `vmap`; returns the mean value, the
+    mean gradient and the per-fold `Hypergradient` (for warm starts; `init_params` and
+    `init_adjoint` in `kwargs` must carry the fold axis)."""
+    init_params = kwargs.pop("init_params", None)
+    init_adjoint = kwargs.pop("init_adjoint", None)
+    per = jax.vmap(
+        lambda pr, p0, v0: hypergradient(pr, hparams, init_params=p0, init_adjoint=v0, **kwargs)
+    )(stacked, init_params, init_adjoint)
+    mean = lambda t: jnp.mean(t, axis=0)  # noqa: E731
+    return mean(per.value), jax.tree.map(mean, per.grad), per
+
+
+def sure(
+    problem: BilevelProblem,
+    hparams: HParams,
+    sigma: float,
+    key: Array,
+    *,
+    epsilon: float | None = None,
+    method=None,
+) -> Array:
+    """Stein's unbiased risk estimate of the prediction risk of a lasso-type fit, with
+    the degrees of freedom by finite-difference Monte-Carlo (one probe):
+
+        SURE(h) = (||y - X w(y)||^2 - n sigma^2 + 2 sigma^2 dof) / n,
+        dof = delta^T X (w(y + epsilon delta) - w(y)) / epsilon,   delta ~ N(0, I),
+
+    an unbiased estimate of `E ||X w(y) - X w_true||^2 / n` when the noise is Gaussian
+    with known standard deviation `sigma`. The exact lasso dof is the support size
+    (Zou, Hastie and Tibshirani, 2007), piecewise constant in `alpha` and so useless for
+    gradients; the finite difference is smooth on each piece and differentiable through
+    the implicit rule of both solves (Deledalle et al., 2014). Fix `key` across outer
+    steps so the criterion is one deterministic function of `h`.
+
+    Args:
+      problem: a regression problem with training `Rows` (`lasso`, `elastic_net`,
+        `weighted_lasso`), all row weights one.
+      hparams: the penalties.
+      sigma: the noise standard deviation.
+      key: the PRNG key of the probe `delta`.
+      epsilon: the finite-difference step (default `2 sigma / n^0.3`, the authors' choice).
+      method: the differentiation method (default `Implicit()`).
+
+    References:
+      Stein, "Estimation of the mean of a multivariate normal distribution", 1981.
+      Deledalle, Vaiter, Fadili and Peyre, "Stein Unbiased GrAdient estimator of the Risk
+      (SUGAR) for multiple parameter selection", 2014, https://arxiv.org/abs/1405.1164
+    """
+    if not isinstance(problem.train, Rows):
+        raise TypeError("sure needs a regression problem with Rows data (lasso, elastic_net)")
+    X, y = problem.train.X, problem.train.y
+    n = X.shape[0]
+    eps = 2 * sigma / n**0.3 if epsilon is None else epsilon
+    delta = jax.random.normal(key, y.shape, y.dtype)
+    shifted = problem.train._replace(y=y + eps * delta)
+
+    def fit(train):
+        return solve(
+            problem.inner,
+            problem.init_params,
+            hparams,
+            train,
+            solver=problem.solver,
+            method=method,
+            optimality=problem.optimality,
+        ).params
+
+    w, w_eps = fit(problem.train), fit(shifted)
+    dof = delta @ (X @ (w_eps - w)) / eps
+    return (jnp.sum((y - X @ w) ** 2) - n * sigma**2 + 2 * sigma**2 * dof) / n
