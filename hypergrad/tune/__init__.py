@@ -1,1 +1,4 @@
 """hypergrad.tune."""
+
+from ._hoag import HoagResult as HoagResult
+from ._hoag import hoag as hoag
