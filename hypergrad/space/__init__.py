@@ -14,5 +14,3 @@ from ._dims import Real as Real
 from ._space import Batch as Batch
 from ._space import Config as Config
 from ._space import Space as Space
-from ._space import concatenate as concatenate
-from ._space import take as take

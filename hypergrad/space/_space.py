@@ -360,13 +360,7 @@ class Space:
             acts[name] = jnp.asarray(active[name], bool)
         return Batch(vals, acts)
 
-    def from_unit(self, u) -> tuple[Batch, np.ndarray]:
-        """Map points of the unit cube, one column per dimension in `names` order, to a batch.
-
-        Returns:
-          `(batch, allowed)`: `allowed[i]` is `False` where row `i` is a forbidden
-          combination (the caller decides: drop it, or skip to the next point).
-        """
+    def _from_unit(self, u):
         u = np.asarray(u, np.float64)
         if u.ndim != 2 or u.shape[1] != len(self._order):
             raise ValueError(f"u must have shape (n, {len(self._order)}), got {u.shape}")
@@ -374,7 +368,47 @@ class Space:
             raise ValueError("u must lie in the unit cube [0, 1]^d")
         values = {name: self._dims[name].from_unit(u[:, j]) for j, name in enumerate(self._order)}
         active = self._activity(values)
-        return self._to_batch(values, active), ~self._forbidden_mask(values, active)
+        return values, active, ~self._forbidden_mask(values, active)
+
+    def from_unit(self, u) -> tuple[Batch, np.ndarray]:
+        """Map points of the unit cube, one column per dimension in `names` order, to a batch.
+
+        Returns:
+          `(batch, allowed)`: `allowed[i]` is `False` where row `i` is a forbidden
+          combination (the caller decides: drop it, or skip to the next point).
+        """
+        values, active, allowed = self._from_unit(u)
+        return self._to_batch(values, active), allowed
+
+    def configs_from_unit(self, u) -> tuple[list[Config], np.ndarray]:
+        """`from_unit` as configurations, in float64 whatever JAX's precision."""
+        values, active, allowed = self._from_unit(u)
+        return self._configs(values, active), allowed
+
+    def _sample(self, key, n, max_rounds):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        values = {k: np.zeros(0, np.result_type(self._dims[k].placeholder)) for k in self._order}
+        active = {k: np.zeros(0, bool) for k in self._order}
+        for r in range(max_rounds):
+            have = len(active[self._order[0]])
+            if have == n:
+                return values, active
+            # float32 draws: the same points whether or not JAX runs in float64.
+            u = jax.random.uniform(
+                jax.random.fold_in(key, r), (n, len(self._order)), dtype=jnp.float32
+            )
+            v, a, allowed = self._from_unit(np.asarray(u, np.float64))
+            keep = np.flatnonzero(allowed)[: n - have]
+            values = {k: np.concatenate([values[k], v[k][keep]]) for k in self._order}
+            active = {k: np.concatenate([active[k], a[k][keep]]) for k in self._order}
+        if len(active[self._order[0]]) == n:
+            return values, active
+        raise InvalidSpaceError(
+            f"forbidden combinations rejected nearly every sample "
+            f"({len(active[self._order[0]])} of {n} valid after {max_rounds} rounds); "
+            f"forbidden={[f.describe() for f in self._forbidden]}"
+        )
 
     def sample(self, key: jax.Array, n: int, max_rounds: int = 100) -> Batch:
         """`n` independent uniform (log-uniform where `log=True`) valid configurations.
@@ -386,30 +420,11 @@ class Space:
         Raises:
           InvalidSpaceError: the forbidden combinations cover (nearly) the whole space.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
-        if n == 0:
-            return self._to_batch(
-                {k: np.zeros(0) for k in self._order}, {k: np.zeros(0, bool) for k in self._order}
-            )
-        rows, have = [], 0
-        for r in range(max_rounds):
-            u = np.asarray(
-                jax.random.uniform(
-                    jax.random.fold_in(key, r), (n, len(self._order)), dtype=jnp.float32
-                ),
-                np.float64,
-            )
-            batch, allowed = self.from_unit(u)
-            keep = np.flatnonzero(allowed)[: n - have]
-            rows.append(take(batch, keep))
-            have += len(keep)
-            if have == n:
-                return concatenate(rows)
-        raise InvalidSpaceError(
-            f"forbidden combinations rejected nearly every sample ({have} of {n} valid after "
-            f"{max_rounds} rounds); forbidden={[f.describe() for f in self._forbidden]}"
-        )
+        return self._to_batch(*self._sample(key, n, max_rounds))
+
+    def sample_configs(self, key: jax.Array, n: int, max_rounds: int = 100) -> list[Config]:
+        """The configurations of `sample(key, n)`, in float64 whatever JAX's precision."""
+        return self._configs(*self._sample(key, n, max_rounds))
 
     def stack(self, configs: Sequence[Mapping[str, Any]]) -> Batch:
         """Validate `configs` and stack them into a `Batch`."""
@@ -428,18 +443,21 @@ class Space:
 
     def unstack(self, batch: Batch) -> list[Config]:
         """The configurations of a batch as dicts of Python values, inactive ones left out."""
-        values = {k: np.asarray(v) for k, v in batch.values.items()}
-        active = {k: np.asarray(v) for k, v in batch.active.items()}
-        out = []
-        for i in range(len(batch)):
-            out.append(
-                {
-                    name: self._dims[name].to_python(values[name][i])
-                    for name in self._order
-                    if active[name][i]
-                }
-            )
-        return out
+        return self._configs(
+            {k: np.asarray(v) for k, v in batch.values.items()},
+            {k: np.asarray(v) for k, v in batch.active.items()},
+        )
+
+    def _configs(self, values, active) -> list[Config]:
+        n = len(active[self._order[0]])
+        return [
+            {
+                name: self._dims[name].to_python(values[name][i])
+                for name in self._order
+                if active[name][i]
+            }
+            for i in range(n)
+        ]
 
     # -- unconstrained coordinates -------------------------------------------------
 
@@ -455,21 +473,3 @@ class Space:
     def from_unconstrained(self, u: Mapping[str, Any]) -> dict[str, jax.Array]:
         """The inverse of `to_unconstrained`; the result always lies inside the bounds."""
         return {n: self._dims[n].from_unconstrained(u[n]) for n in self.continuous if n in u}
-
-
-def take(batch: Batch, index) -> Batch:
-    """Rows `index` of a batch."""
-    index = np.asarray(index, np.int64)
-    return Batch(
-        {k: v[index] for k, v in batch.values.items()},
-        {k: v[index] for k, v in batch.active.items()},
-    )
-
-
-def concatenate(batches: Sequence[Batch]) -> Batch:
-    """Batches one after the other."""
-    first = batches[0]
-    return Batch(
-        {k: jnp.concatenate([b.values[k] for b in batches]) for k in first.values},
-        {k: jnp.concatenate([b.active[k] for b in batches]) for k in first.active},
-    )
