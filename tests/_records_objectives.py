@@ -120,3 +120,22 @@ def ridge_gradient(config, *, seed):
 
 def failing(config, *, seed):
     raise RuntimeError("the objective broke")
+
+
+_calls = 0
+
+
+def slow_toy(config, *, seed):
+    """`toy`, slowed so that workers interleave; with `HG_HANG_AT=k` the k-th call of the
+    process writes its pid to `HG_MARKER` and hangs, to be killed in the middle."""
+    global _calls
+    import os
+    import time
+
+    if os.environ.get("HG_HANG_AT") == str(_calls):
+        with open(os.environ["HG_MARKER"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+    _calls += 1
+    time.sleep(0.01)
+    return toy_value(config)

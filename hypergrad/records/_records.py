@@ -45,6 +45,7 @@ from ._environment import environment
 from ._storage import (
     IncompatibleRecordError,
     RecordsError,
+    StorageError,
     StudyNotFoundError,
     describe_storage,
     open_storage,
@@ -192,10 +193,23 @@ class Records:
           IncompatibleRecordError: the study was written by a later record format, or
             has other directions than asked for.
         """
-        where = describe_storage(storage)
-        st = open_storage(storage, must_exist=not create)
         if isinstance(directions, str):
             directions = (directions,)
+        # Workers started together on a new SQLite file race to create its tables and
+        # the study; the loser sees "already exists" or a lock, and simply tries again.
+        for attempt in range(3):
+            try:
+                return cls._open(storage, study, tuple(directions), create)
+            except StorageError as e:
+                if attempt == 2 or not any(w in str(e) for w in ("already exists", "locked")):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _open(cls, storage, study, directions, create) -> "Records":
+        where = describe_storage(storage)
+        st = open_storage(storage, must_exist=not create)
         try:
             if create:
                 s = optuna.create_study(

@@ -52,7 +52,7 @@ SQLITE_LOCK_TIMEOUT_S = 60
 def describe_storage(storage) -> str:
     if isinstance(storage, optuna.storages.BaseStorage):
         return type(storage).__name__
-    return str(storage if storage is not None else DEFAULT_STORAGE)
+    return repr(os.fspath(storage) if storage is not None else DEFAULT_STORAGE)
 
 
 def _is_url(s: str) -> bool:
@@ -88,7 +88,7 @@ def open_storage(storage=None, must_exist: bool = False) -> optuna.storages.Base
         storage = DEFAULT_STORAGE
     if not isinstance(storage, str) or not storage:
         raise TypeError(f"storage must be a path, a URL or an Optuna storage, got {storage!r}")
-    where = repr(storage)
+    where = describe_storage(storage)
     if not _is_url(storage):
         path = Path(storage)
         if path.is_dir():
@@ -99,12 +99,19 @@ def open_storage(storage=None, must_exist: bool = False) -> optuna.storages.Base
         if not _is_url(storage) and storage.endswith(JOURNAL_SUFFIXES):
             from optuna.storages.journal import JournalFileBackend
 
-            return optuna.storages.JournalStorage(JournalFileBackend(storage))
+            try:
+                return optuna.storages.JournalStorage(JournalFileBackend(storage))
+            except ValueError as e:  # json's errors, or Optuna's "Invalid log format."
+                raise StorageError(
+                    f"cannot read storage {where}: not an Optuna journal file ({e})"
+                ) from None
         url = storage if _is_url(storage) else f"sqlite:///{Path(storage).resolve()}"
         kwargs = {}
         if url.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except RecordsError:
+        raise
     except (*_sqlalchemy_errors(), RuntimeError, OSError, ValueError) as e:
         raise translate(e, where) from None
     except Exception as e:  # a corrupt journal file fails while Optuna replays it

@@ -1,0 +1,122 @@
+"""`hypergrad report` and `hypergrad reproduce` on recorded studies."""
+
+import builtins
+
+import jax
+import optuna
+import pytest
+
+from hypergrad.cli import main
+from hypergrad.records import Records, record_trial
+from hypergrad.search import OptunaSearch, RandomSearch, run
+
+from ._records_objectives import RIDGE_SPACE, TOY_SPACE, ridge_gradient, toy, toy_two
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "runs.db"
+    run(toy, RandomSearch(TOY_SPACE, seed=2), 6, records=Records.open(path, "toy"))
+    record_trial(
+        Records.open(path, "ridge"),
+        ridge_gradient,
+        {"alpha0": 3.0, "outer_lr": 0.3, "steps": 8},
+        space=RIDGE_SPACE,
+        kind="gradient",
+    )
+    two = Records.open(path, "two", directions=("minimize", "minimize"))
+    run(
+        toy_two,
+        OptunaSearch(TOY_SPACE, "nsga2", seed=0, directions=("minimize", "minimize")),
+        6,
+        records=two,
+    )
+    return path
+
+
+def test_report_prints_the_table_and_writes_plots(storage, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots"
+    assert main(["report", str(storage), "--study", "toy", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    records = Records.open(storage, "toy", create=False)
+    best = records.study.best_trial
+    assert f"study 'toy' in '{storage}': 6 trials" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "state", "value"])
+    rows = lines[header + 1 : header + 7]
+    for t, row in zip(records.trials(), rows, strict=True):
+        cells = row.split()
+        assert cells[:3] == [str(t.number), "COMPLETE", f"{t.value:.6g}"]
+        assert f"lr={t.params['lr']:.6g}" in row and str(t.user_attrs["seed"]) in row
+    assert f"best: trial {best.number}, value {best.value:.6g}" in text
+    for name in ("history.png", "params.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_report_multi_objective_shows_the_pareto_front(storage, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["report", str(storage), "--study", "two", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    front = Records.open(storage, "two", create=False).study.best_trials
+    assert f"Pareto front ({len(front)} trials):" in text
+    assert (tmp_path / "history-1.png").exists() and (tmp_path / "params-0.png").exists()
+
+
+def test_report_without_matplotlib_says_so(storage, tmp_path, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert main(["report", str(storage), "--study", "toy", "--out", str(tmp_path)]) == 2
+    assert "plots need matplotlib: pip install 'hypergrad-jax[plot]'" in capsys.readouterr().err
+    assert main(["report", str(storage), "--study", "toy", "--no-plots"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "{storage}"], "holds 3 studies; name one with --study: 'toy', 'ridge', 'two'"),
+        (["report", "{storage}", "--study", "nope"], "no study named 'nope'"),
+        (["report", "{missing}"], "the file does not exist"),
+        (["reproduce", "{storage}", "--study", "toy", "--trial", "99"], "has no trial 99"),
+        (["reproduce", "{missing}", "--study", "toy", "--trial", "0"], "no storage at"),
+    ],
+)
+def test_commands_fail_clearly(storage, tmp_path, capsys, argv, message):
+    argv = [a.format(storage=storage, missing=tmp_path / "missing.db") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_reproduce_command(storage, capsys):
+    assert main(["reproduce", str(storage), "--study", "toy", "--trial", "3"]) == 0
+    assert "trial 3: reproduced bit for bit" in capsys.readouterr().out
+    assert main(["reproduce", str(storage), "--study", "ridge", "--trial", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "reproduced bit for bit" in text and "8 recorded, 8 reproduced" in text
+
+
+def test_reproduce_command_reports_a_mismatch(storage, tmp_path, capsys):
+    """A record whose value the objective does not give back is reported, exit 1."""
+    path = tmp_path / "m.db"
+    records = Records.open(path, "m")
+    number, _ = records.start(
+        {"opt": "adam", "layers": 2, "lr": 0.01},
+        space=TOY_SPACE,
+        objective="tests._records_objectives:toy",
+        seed=0,
+    )
+    from hypergrad.records import Outcome
+
+    records.finish(number, Outcome(123.0), 0.1)
+    assert main(["reproduce", str(path), "--study", "m", "--trial", str(number)]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+    assert jax.config.jax_enable_x64  # reproduce restored the process's precision

@@ -1,0 +1,372 @@
+"""Records: what a trial holds, workers sharing a study, killed workers, clear errors,
+Optuna's own tools on the studies, and re-running a trial from its record."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hypergrad.records import (
+    FORMAT,
+    IncompatibleRecordError,
+    Outcome,
+    Records,
+    RecordsError,
+    StorageError,
+    StudyNotFoundError,
+    record_trial,
+    reproduce,
+    trial_seed,
+)
+from hypergrad.search import OptunaSearch, RandomSearch, run
+
+from ._records_objectives import (
+    RIDGE_SPACE,
+    TOY_SPACE,
+    failing,
+    ridge_gradient,
+    toy,
+    toy_value,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parents[1]
+STORAGES = {"sqlite": "runs.db", "journal": "runs.log"}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A SQLite study with 12 random-search trials and a journal study with a
+    gradient-based trial, made once for the module."""
+    d = tmp_path_factory.mktemp("recorded")
+    rs = Records.open(d / "runs.db", "toy")
+    result = run(toy, RandomSearch(TOY_SPACE, seed=3), 12, records=rs, batch_size=4, seed=11)
+    rg = Records.open(d / "runs.log", "ridge")
+    config = {"alpha0": 20.0, "outer_lr": 0.2, "steps": 15}
+    number, outcome = record_trial(
+        rg, ridge_gradient, config, space=RIDGE_SPACE, kind="gradient", seed=4
+    )
+    return d, result, number, outcome
+
+
+# -- what a trial holds ---------------------------------------------------------------
+
+
+def _is_ancestor_of_head(commit) -> bool:
+    git = ["git", "-C", str(ROOT), "merge-base", "--is-ancestor", str(commit), "HEAD"]
+    return len(str(commit)) == 40 and subprocess.run(git, capture_output=True).returncode == 0
+
+
+def test_trial_holds_everything_to_rerun_it(recorded):
+    d, result, _, _ = recorded
+    records = Records.open(d / "runs.db", "toy", create=False)
+    trials = records.trials()
+    assert [t.number for t in trials] == result.trials == list(range(12))
+    for t in trials:
+        a = t.user_attrs
+        assert t.state == TrialState.COMPLETE
+        assert TOY_SPACE.problems(t.params) == []
+        assert t.value == toy_value(t.params)
+        assert a["seed"] == trial_seed(11, t.number)
+        assert a["objective"] == "tests._records_objectives:toy"
+        assert a["proposer"] == {"name": "RandomSearch", "seed": 3}
+        assert a["proposal_info"]["round"] == t.number // 4
+        assert a["kind"] == "black-box" and a["format"] == FORMAT
+        assert a["wall_time_s"] > 0 and a["inner_solves"] == 0
+        assert a["versions.jax"] == jax.__version__
+        assert a["versions.numpy"] == np.__version__
+        assert a["versions.optuna"] == optuna.__version__
+        assert a["versions.hypergrad"] and a["versions.optax"] and a["versions.jaxlib"]
+        assert a["device"] == f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
+        assert isinstance(a["git_dirty"], bool)
+        # The commit of the code that ran: HEAD then, so HEAD now or one of its ancestors.
+        assert _is_ancestor_of_head(a["git_commit"])
+        assert a["command"] and a["jax_enable_x64"] is True
+        assert a["pid"] == os.getpid()
+    # Conditional dimensions: only the active ones are parameters.
+    assert any("width3" in t.params for t in trials)
+    assert any("width3" not in t.params for t in trials)
+
+
+def test_gradient_run_records_its_curve(recorded):
+    d, _, number, outcome = recorded
+    t = Records.open(d / "runs.log", "ridge", create=False).trial(number)
+    assert t.user_attrs["kind"] == "gradient" and t.user_attrs["seed"] == 4
+    assert t.user_attrs["inner_solves"] == 16
+    curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+    assert curve == list(outcome.intermediate) and len(curve) == 15
+    # Hypergradient descent lowered the validation loss from its first step.
+    assert t.value < curve[0]
+    assert t.user_attrs["result.alpha"] == outcome.attrs["alpha"]
+
+
+def test_failing_objective_leaves_a_failed_trial(tmp_path):
+    records = Records.open(tmp_path / "f.db", "f")
+    with pytest.raises(RuntimeError, match="the objective broke"):
+        record_trial(records, failing, {"x": 1.0})
+    (t,) = records.trials()
+    assert t.state == TrialState.FAIL
+    assert t.user_attrs["failed_reason"] == "RuntimeError: the objective broke"
+    number, out = record_trial(records, lambda c, seed: float("nan"), {"x": 1.0})
+    assert (
+        records.trial(number).state == TrialState.FAIL and out.value is None or np.isnan(out.value)
+    )
+
+
+def test_optuna_tools_read_the_studies(recorded, tmp_path):
+    d, _, _, _ = recorded
+    study = optuna.load_study(study_name="toy", storage=f"sqlite:///{d / 'runs.db'}")
+    importances = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    )
+    assert set(importances) <= set(TOY_SPACE.names) and importances
+    pytest.importorskip("matplotlib")
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+    ax.get_figure().savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_optuna_proposer_records_into_the_same_study(tmp_path):
+    records = Records.open(tmp_path / "tpe.db", "tpe")
+    result = run(toy, OptunaSearch(TOY_SPACE, "tpe", seed=0), 12, records=records, batch_size=4)
+    trials = records.trials()
+    assert [t.number for t in trials] == result.trials == list(range(12))
+    for t in trials:
+        assert t.state == TrialState.COMPLETE and t.value == toy_value(t.params)
+        assert t.user_attrs["proposer"]["sampler"] == "tpe"
+        assert t.user_attrs["objective"] == "tests._records_objectives:toy"
+    # The run continues the study: the sampler sees the 12 earlier trials.
+    more = run(
+        toy,
+        OptunaSearch(TOY_SPACE, "tpe", seed=1),
+        4,
+        records=Records.open(tmp_path / "tpe.db", "tpe"),
+    )
+    assert more.trials == [12, 13, 14, 15]
+
+
+# -- workers sharing a study ----------------------------------------------------------
+
+
+def _worker(storage, study, seed, n, **env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests._records_worker", str(storage), study, str(seed), str(n)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+def test_two_workers_share_a_study(tmp_path, kind):
+    storage = tmp_path / STORAGES[kind]
+    Records.open(storage, "shared")
+    go = tmp_path / "go"
+    procs = [
+        _worker(storage, "shared", seed, 10, HG_READY=str(tmp_path / f"ready{seed}"), HG_GO=str(go))
+        for seed in (1, 2)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{seed}").exists() for seed in (1, 2)):
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+        time.sleep(0.02)
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+    trials = Records.open(storage, "shared", create=False).trials()
+    # Nothing lost, nothing twice: 20 distinct numbers, and each worker's ten draws.
+    assert sorted(t.number for t in trials) == list(range(20))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    made = sorted(
+        (t.user_attrs["proposer"]["seed"], t.user_attrs["proposal_info"]["round"]) for t in trials
+    )
+    assert made == [(s, r) for s in (1, 2) for r in range(10)]
+    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    # They ran at the same time: their trials interleave.
+    order = [t.user_attrs["proposer"]["seed"] for t in sorted(trials, key=lambda t: t.number)]
+    assert order != sorted(order)
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+def test_killed_worker_leaves_a_clean_record_and_the_run_continues(tmp_path, kind):
+    storage, marker = tmp_path / STORAGES[kind], tmp_path / "hanging"
+    Records.open(storage, "kill")
+    proc = _worker(storage, "kill", 5, 10, HG_HANG_AT="3", HG_MARKER=str(marker))
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline, "the worker never reached its fourth trial"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    records = Records.open(storage, "kill", create=False)
+    trials = records.trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING]
+    cut = trials[3]
+    assert TOY_SPACE.problems(cut.params) == [] and cut.user_attrs["seed"] == trial_seed(5, 3)
+    assert cut.values is None and cut.user_attrs["pid"] == proc.pid
+
+    # A restarted run: the cut-off trial is failed, numbering and draws continue.
+    result = run(toy, RandomSearch(TOY_SPACE, 5), 4, records=Records.open(storage, "kill"), seed=5)
+    assert result.trials == [4, 5, 6, 7]
+    trials = records.trials()
+    assert trials[3].state == TrialState.FAIL
+    assert "stopped before it finished" in trials[3].user_attrs["failed_reason"]
+    assert [t.state for t in trials[4:]] == [TrialState.COMPLETE] * 4
+    assert [t.user_attrs["proposal_info"]["round"] for t in trials[4:]] == [4, 5, 6, 7]
+    old = {tuple(sorted(t.params.items())) for t in trials[:4]}
+    assert not old & {tuple(sorted(t.params.items())) for t in trials[4:]}
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def test_unreadable_storage_is_a_clear_error(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("this is not a database " * 100)
+    with pytest.raises(
+        StorageError,
+        match=r"cannot read storage '.*garbage.db': file is not "
+        r"a database",
+    ):
+        Records.open(garbage, "s")
+    bad_journal = tmp_path / "garbage.log"
+    bad_journal.write_text("not json\n{}\n")
+    with pytest.raises(StorageError, match=r"'.*garbage.log': not an Optuna journal file"):
+        Records.open(bad_journal, "s")
+    with pytest.raises(StorageError, match=r"it is a directory"):
+        Records.open(tmp_path, "s")
+    with pytest.raises(StorageError, match=r"no storage at '.*missing.db': the file does not"):
+        Records.open(tmp_path / "missing.db", "s", create=False)
+    assert not (tmp_path / "missing.db").exists()  # reading never creates a file
+    with pytest.raises(StorageError, match=r"cannot read storage 'sqlite:////nonexistent/x"):
+        Records.open("sqlite:////nonexistent/x/y.db", "s")
+
+
+def test_unknown_study_lists_the_studies(tmp_path):
+    path = tmp_path / "s.db"
+    Records.open(path, "alpha")
+    Records.open(path, "beta")
+    with pytest.raises(
+        StudyNotFoundError,
+        match=r"no study named 'gamma' in .*s.db'; studies "
+        r"there: 'alpha', 'beta'",
+    ):
+        Records.open(path, "gamma", create=False)
+    with pytest.raises(StudyNotFoundError, match=r"holds 2 studies; name one with --study"):
+        Records.open(path, None, create=False)
+
+
+def test_incompatible_records_are_refused(tmp_path):
+    path = tmp_path / "v.db"
+    records = Records.open(path, "future")
+    records.study.set_user_attr("hypergrad.format", FORMAT + 1)
+    with pytest.raises(
+        IncompatibleRecordError,
+        match=rf"record format {FORMAT + 1}; this "
+        rf"hypergrad reads formats up to {FORMAT}",
+    ):
+        Records.open(path, "future", create=False)
+    Records.open(path, "present")
+    with pytest.raises(IncompatibleRecordError, match=r"has directions \('minimize',\)"):
+        Records.open(path, "present", directions=("maximize",))
+    # A schema from another Optuna version: Optuna refuses it, we say so plainly.
+    Records.open(tmp_path / "schema.db", "s")
+    con = sqlite3.connect(tmp_path / "schema.db")
+    con.execute("update alembic_version set version_num = 'v99.0.0.a'")
+    con.commit()
+    con.close()
+    with pytest.raises(IncompatibleRecordError, match=r"schema this one .* cannot read"):
+        Records.open(tmp_path / "schema.db", "s", create=False)
+
+
+# -- reproduce ------------------------------------------------------------------------
+
+
+def test_reproduce_a_random_search_trial(recorded):
+    d, result, _, _ = recorded
+    for number in (0, 7):
+        r = reproduce(d / "runs.db", "toy", number)
+        assert r.same_machine and r.exact and r.matches, r.summary()
+        assert r.reproduced == r.recorded
+
+
+def test_reproduce_a_gradient_based_trial(recorded):
+    d, _, number, outcome = recorded
+    r = reproduce(d / "runs.log", "ridge", number)
+    assert r.same_machine and r.exact and r.matches, r.summary()
+    assert r.reproduced_intermediate == outcome.intermediate
+    assert "bit for bit" in r.summary()
+
+
+def test_reproduce_uses_the_recorded_precision(tmp_path):
+    """A float64 record re-runs in float64 even from a process that computes in float32."""
+    records = Records.open(tmp_path / "p.db", "p")
+    number, _ = record_trial(
+        records, ridge_gradient, {"alpha0": 1.0, "outer_lr": 0.1, "steps": 5}, space=RIDGE_SPACE
+    )
+    jax.config.update("jax_enable_x64", False)
+    try:
+        r = reproduce(tmp_path / "p.db", "p", number)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert r.exact, r.summary()
+
+
+def _record_by_hand(records, value, recorded_value, **attrs):
+    number, _ = records.start(
+        {"lr": 0.01, "opt": "adam", "layers": 2},
+        space=TOY_SPACE,
+        objective="tests._records_objectives:toy",
+        seed=0,
+        attrs=attrs,
+    )
+    records.finish(number, Outcome(recorded_value), 0.1)
+    return number
+
+
+def test_reproduce_tolerance_off_the_recorded_machine(tmp_path):
+    records = Records.open(tmp_path / "t.db", "t")
+    true = toy_value({"lr": 0.01, "opt": "adam", "layers": 2})
+    other = {"versions.jax": "0.0.1", "cpu": "another CPU"}
+    close = _record_by_hand(records, true, true * (1 + 1e-9), **other)
+    far = _record_by_hand(records, true, true * (1 + 1e-3), **other)
+    here_off = _record_by_hand(records, true, true * (1 + 1e-12))
+
+    r = reproduce(tmp_path / "t.db", "t", close)
+    assert not r.same_machine and not r.exact and r.within_tolerance and r.matches
+    assert "versions.jax: recorded '0.0.1'" in r.summary()
+    assert not reproduce(tmp_path / "t.db", "t", far).matches
+    # On the recorded machine even one part in 1e12 is a failure to reproduce.
+    r = reproduce(tmp_path / "t.db", "t", here_off)
+    assert r.same_machine and r.within_tolerance and not r.matches
+
+
+def test_reproduce_refuses_what_it_cannot_rerun(tmp_path):
+    records = Records.open(tmp_path / "r.db", "r")
+    local, _ = record_trial(records, lambda config, seed: 1.0, {"x": 1.0})
+    running, _ = records.start({"x": 1.0}, objective="tests._records_objectives:toy")
+    with pytest.raises(RecordsError, match="records no importable objective"):
+        reproduce(tmp_path / "r.db", "r", local)
+    with pytest.raises(RecordsError, match="is RUNNING, not COMPLETE"):
+        reproduce(tmp_path / "r.db", "r", running)
+    with pytest.raises(RecordsError, match=r"has no trial 9 \(it has trials 0 to 1\)"):
+        reproduce(tmp_path / "r.db", "r", 9)
+    optuna.create_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'r.db'}").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=1
+    )
+    with pytest.raises(RecordsError, match="was not recorded by hypergrad"):
+        reproduce(tmp_path / "r.db", "plain", 0)
