@@ -1,6 +1,7 @@
 """Records: what a trial holds, workers sharing a study, killed workers, clear errors,
 Optuna's own tools on the studies, and re-running a trial from its record."""
 
+import doctest
 import os
 import signal
 import sqlite3
@@ -145,6 +146,7 @@ def test_optuna_proposer_records_into_the_same_study(tmp_path):
         assert t.state == TrialState.COMPLETE and t.value == toy_value(t.params)
         assert t.user_attrs["proposer"]["sampler"] == "tpe"
         assert t.user_attrs["objective"] == "tests._records_objectives:toy"
+    assert reproduce(tmp_path / "tpe.db", "tpe", 5).exact
     # The run continues the study: the sampler sees the 12 earlier trials.
     more = run(
         toy,
@@ -280,6 +282,8 @@ def test_incompatible_records_are_refused(tmp_path):
         rf"hypergrad reads formats up to {FORMAT}",
     ):
         Records.open(path, "future", create=False)
+    with pytest.raises(ValueError, match=r"directions must be 'minimize' or 'maximize'.*'up'"):
+        Records.open(path, "present", directions=("up",))
     Records.open(path, "present")
     with pytest.raises(IncompatibleRecordError, match=r"has directions \('minimize',\)"):
         Records.open(path, "present", directions=("maximize",))
@@ -370,3 +374,9 @@ def test_reproduce_refuses_what_it_cannot_rerun(tmp_path):
     )
     with pytest.raises(RecordsError, match="was not recorded by hypergrad"):
         reproduce(tmp_path / "r.db", "plain", 0)
+
+
+def test_docstring_examples():
+    from hypergrad.records import _records
+
+    assert doctest.testmod(_records).failed == 0

@@ -1,6 +1,7 @@
 """Black-box proposers: they find a known optimum, never propose what the space forbids,
 batch without duplicates, and resume from a record."""
 
+import doctest
 import importlib.util
 import math
 
@@ -352,3 +353,10 @@ def test_sample_key_independence_from_jax_x64():
     finally:
         jax.config.update("jax_enable_x64", True)
     assert before == after
+
+
+def test_docstring_examples():
+    from hypergrad.search import _grid, _halving, _optuna, _random, _run
+
+    for module in (_random, _grid, _halving, _optuna, _run):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -124,7 +124,7 @@ def spaces(draw):
                     st.sampled_from(["a", "b", "c", 1, 2.5, True, None]),
                     min_size=k,
                     max_size=k,
-                    unique_by=lambda c: (type(c), c),
+                    unique=True,  # by ==, as Optuna compares choices
                 )
             )
             dims[name] = Categorical(choices)
@@ -279,6 +279,7 @@ def test_invalid_config_lists_every_problem():
         (lambda: Space({"k": Int(0.5, 3)}), r"'k': low must be an integer"),
         (lambda: Space({"act": Categorical([])}), r"'act': choices must not be empty"),
         (lambda: Space({"act": Categorical(["a", "a"])}), r"'act': choice 'a' appears twice"),
+        (lambda: Space({"act": Categorical([1, True])}), r"'act': choice True appears twice"),
         (lambda: Space({"act": Categorical([[1]])}), r"'act': a choice must be a str"),
         (
             lambda: Space({"w": Int(1, 3)}, conditions={"w": Condition("depth", (1,))}),

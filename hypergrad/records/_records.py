@@ -22,11 +22,14 @@ host, pid, git commit of the objective's repository, and the command
 tools (optuna-dashboard, `optuna.visualization`, `optuna.importance`) read these studies
 as they read any other.
 
-Invariants: a trial is created with all its inputs in one storage write, and finished
-(values, state) in one more, so a worker killed in between leaves a `RUNNING` trial with
-intact inputs and never a half-written one; `Records.open` marks such trials of dead
-local workers `FAIL` and the study continues. Trial numbers come from the storage, so
-workers sharing a study never duplicate one.
+Invariants: a trial of a built-in proposer is created with its configuration and
+attributes in one storage write (its seed, derived from the number the storage assigns,
+follows in a second; `run_seed` is in the first); a trial an Optuna sampler made gets
+its parameters and attributes one write at a time, as Optuna's API gives them, worker
+and host first. A trial becomes `COMPLETE` only in its last write, with its values, so a
+worker killed on the way leaves a `RUNNING` trial, never a completed one with missing
+parts; `Records.open` marks such trials of dead local workers `FAIL` and the study goes
+on. Trial numbers come from the storage, so workers sharing a study never duplicate one.
 """
 
 import importlib
@@ -195,6 +198,11 @@ class Records:
         """
         if isinstance(directions, str):
             directions = (directions,)
+        if not directions or any(d not in ("minimize", "maximize") for d in directions):
+            raise ValueError(
+                f"directions must be 'minimize' or 'maximize' for each objective, got "
+                f"{directions!r}"
+            )
         # Workers started together on a new SQLite file race to create its tables and
         # the study; the loser sees "already exists" or a lock, and simply tries again.
         for attempt in range(3):
@@ -271,16 +279,20 @@ class Records:
         if objective:
             mod = importlib.import_module(objective.partition(":")[0])
             source = getattr(mod, "__file__", None)
+        env = environment(source)
         user_attrs = {
+            # Who runs it first: with these, a restart can tell a dead worker's trial.
+            "host": env["host"],
+            "pid": os.getpid(),
             FORMAT_ATTR: FORMAT,
             "format": FORMAT,
+            "run_seed": int(run_seed),
             "objective": objective,
             "budget": budget,
             "proposer": dict(proposer or {}),
             "proposal_info": dict(proposal_info or {}),
             "kind": kind,
-            "pid": os.getpid(),
-            **environment(source),
+            **env,
             **dict(attrs or {}),
         }
         if trial_number is None:

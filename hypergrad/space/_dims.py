@@ -236,8 +236,12 @@ class Categorical:
             if isinstance(c, float) and math.isnan(c):
                 raise InvalidSpaceError(f"{name!r}: a choice must not be NaN")
         for i, c in enumerate(self.choices):
-            if self._find(c, self.choices[:i]) is not None:
-                raise InvalidSpaceError(f"{name!r}: choice {c!r} appears twice")
+            # Optuna looks a choice up with ==, so True and 1 (or 1 and 1.0) would be one.
+            for d in self.choices[:i]:
+                if c is d or (c is not None and d is not None and c == d):
+                    raise InvalidSpaceError(
+                        f"{name!r}: choice {c!r} appears twice (equal to {d!r})"
+                    )
 
     @staticmethod
     def _find(value, choices) -> int | None:
