@@ -28,7 +28,7 @@ from hypergrad.records import (
     reproduce,
     trial_seed,
 )
-from hypergrad.search import OptunaSearch, RandomSearch, run
+from hypergrad.search import ASHA, OptunaSearch, RandomSearch, run
 
 from ._records_objectives import (
     RIDGE_SPACE,
@@ -36,6 +36,7 @@ from ._records_objectives import (
     failing,
     ridge_gradient,
     toy,
+    toy_budgeted,
     toy_value,
 )
 
@@ -314,6 +315,16 @@ def test_reproduce_a_gradient_based_trial(recorded):
     assert r.same_machine and r.exact and r.matches, r.summary()
     assert r.reproduced_intermediate == outcome.intermediate
     assert "bit for bit" in r.summary()
+
+
+def test_reproduce_a_budgeted_asha_trial():
+    storage = optuna.storages.InMemoryStorage()
+    records = Records.open(storage, "asha")
+    run(toy_budgeted, ASHA(TOY_SPACE, 1, 9, seed=0), 8, records=records, batch_size=4)
+    promoted = [t for t in records.trials() if t.user_attrs["budget"] > 1]
+    assert promoted  # the second batch promotes the best of the first
+    r = reproduce(storage, "asha", promoted[0].number)
+    assert r.exact and r.reproduced == (toy_budgeted(promoted[0].params, seed=0, budget=3),)
 
 
 def test_reproduce_uses_the_recorded_precision(tmp_path):

@@ -234,6 +234,16 @@ def test_conditional_chain_activity():
     )
 
 
+def test_sample_bad_input():
+    space = mixed_space()
+    with pytest.raises(TypeError, match=r"key must be a PRNG key from jax.random.key, got 0"):
+        space.sample(0, 4)
+    with pytest.raises(ValueError, match=r"n must be a non-negative int, got -1"):
+        space.sample(jax.random.key(0), -1)
+    with pytest.raises(ValueError, match=r"u must have shape \(n, 5\), got \(3, 2\)"):
+        space.from_unit(np.zeros((3, 2)))
+
+
 def test_forbidden_everything_is_reported():
     space = Space({"a": Categorical(("x", "y"))}, forbidden=[Forbidden({"a": ("x", "y")})])
     with pytest.raises(InvalidSpaceError, match="forbidden combinations rejected"):

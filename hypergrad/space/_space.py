@@ -388,6 +388,10 @@ class Space:
     def _sample(self, key, n, max_rounds):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
+        if not (
+            isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        ):
+            raise TypeError(f"key must be a PRNG key from jax.random.key, got {key!r}")
         values = {k: np.zeros(0, np.result_type(self._dims[k].placeholder)) for k in self._order}
         active = {k: np.zeros(0, bool) for k in self._order}
         for r in range(max_rounds):
