@@ -239,7 +239,7 @@ class Records:
                 raise translate(e, where) from None
             raise
         fmt = attrs.get(FORMAT_ATTR)
-        if fmt is None and create and not s.trials:
+        if fmt is None and create and not s.get_trials(deepcopy=False):
             s.set_user_attr(FORMAT_ATTR, FORMAT)
         elif fmt is not None and (not isinstance(fmt, int) or fmt > FORMAT):
             raise IncompatibleRecordError(
@@ -304,13 +304,13 @@ class Records:
                 state=TrialState.RUNNING,
                 params=params,
                 distributions={k: dists.get(k) or _guess(v) for k, v in params.items()},
-                user_attrs=user_attrs,
+                user_attrs=user_attrs if seed is None else {**user_attrs, "seed": int(seed)},
             )
             trial_id = self.storage.create_new_trial(self._study_id, template_trial=template)
             number = self.storage.get_trial_number_from_id(trial_id)
             if seed is None:
                 seed = trial_seed(run_seed, number)
-            self.storage.set_trial_user_attr(trial_id, "seed", int(seed))
+                self.storage.set_trial_user_attr(trial_id, "seed", int(seed))
         else:
             number = trial_number
             trial_id = self._trial_id(number)
