@@ -25,8 +25,8 @@ as they read any other.
 Invariants: a trial of a built-in proposer is created with its configuration and
 attributes in one storage write (its seed, derived from the number the storage assigns,
 follows in a second; `run_seed` is in the first); a trial an Optuna sampler made gets
-its parameters and attributes one write at a time, as Optuna's API gives them, worker
-and host first. A trial becomes `COMPLETE` only in its last write, with its values, so a
+its worker and host first, then its parameters and attributes one write at a time, as
+Optuna's API gives them. A trial becomes `COMPLETE` only in its last write, with its values, so a
 worker killed on the way leaves a `RUNNING` trial, never a completed one with missing
 parts; `Records.open` marks such trials of dead local workers `FAIL` and the study goes
 on. Trial numbers come from the storage, so workers sharing a study never duplicate one.

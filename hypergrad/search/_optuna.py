@@ -18,6 +18,8 @@ Invariant: `proposal.trial_number` is the Optuna trial that produced the proposa
 """
 
 import importlib.util
+import os
+import platform
 import warnings
 from collections.abc import Sequence
 
@@ -169,6 +171,9 @@ class OptunaSearch(AbstractProposer):
         for _ in range(check_count(n)):
             for _ in range(self.max_retries):
                 trial = study.ask()
+                # Before anything else: a restart fails the trial if this worker dies.
+                trial.set_user_attr("host", platform.node())
+                trial.set_user_attr("pid", os.getpid())
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     config = suggest(trial, self.space)
