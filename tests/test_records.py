@@ -391,3 +391,39 @@ def test_docstring_examples():
     from hypergrad.records import _records
 
     assert doctest.testmod(_records).failed == 0
+
+
+def test_optuna_dashboard_reads_the_studies(recorded):
+    """optuna-dashboard's own API serves the recorded studies, attributes and curves."""
+    dashboard = pytest.importorskip("optuna_dashboard")
+    import io
+    import json
+
+    d, _, number, outcome = recorded
+
+    def get(app, path):
+        env = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "SERVER_NAME": "test",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+        }
+        status = []
+        body = b"".join(app(env, lambda s, h, exc_info=None: status.append(s)))
+        assert status == ["200 OK"], body[:500]
+        return json.loads(body)
+
+    for storage, name, n_trials in (("runs.db", "toy", 12), ("runs.log", "ridge", 1)):
+        app = dashboard.wsgi(Records.open(d / storage, name, create=False).storage)
+        (summary,) = get(app, "/api/studies")["study_summaries"]
+        assert summary["study_name"] == name
+        trials = get(app, f"/api/studies/{summary['study_id']}")["trials"]
+        assert len(trials) == n_trials
+        keys = {a["key"] for a in trials[0]["user_attrs"]}
+        assert {"seed", "objective", "versions.jax", "git_commit", "command"} <= keys
+    curve = [v["value"] for v in trials[number]["intermediate_values"]]
+    assert curve == list(outcome.intermediate)
