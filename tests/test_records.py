@@ -119,9 +119,10 @@ def test_failing_objective_leaves_a_failed_trial(tmp_path):
     assert t.state == TrialState.FAIL
     assert t.user_attrs["failed_reason"] == "RuntimeError: the objective broke"
     number, out = record_trial(records, lambda c, seed: float("nan"), {"x": 1.0})
-    assert (
-        records.trial(number).state == TrialState.FAIL and out.value is None or np.isnan(out.value)
-    )
+    # A non-finite value is a failed trial, with the value kept in the reason.
+    assert np.isnan(out.value)
+    assert records.trial(number).state == TrialState.FAIL
+    assert records.trial(number).user_attrs["failed_reason"] == "non-finite value nan"
 
 
 def test_optuna_tools_read_the_studies(recorded, tmp_path):
