@@ -6,7 +6,9 @@ problems and the rest live in their subpackages.
 
 from ._bilevel import BilevelProblem as BilevelProblem
 from .methods import CG as CG
+from .methods import ES as ES
 from .methods import GMRES as GMRES
+from .methods import PES as PES
 from .methods import BiCGStab as BiCGStab
 from .methods import Dense as Dense
 from .methods import Hypergradient as Hypergradient

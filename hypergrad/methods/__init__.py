@@ -19,3 +19,7 @@ from ._solve import outer_loss as outer_loss
 from ._solve import solve as solve
 from ._unrolled import Truncated as Truncated
 from ._unrolled import Unrolled as Unrolled
+from ._zero_order import ES as ES
+from ._zero_order import PES as PES
+from ._zero_order import PESState as PESState
+from ._zero_order import es_value_and_grad as es_value_and_grad
