@@ -4,6 +4,11 @@ from ._base import AbstractSolver as AbstractSolver
 from ._base import SolverState as SolverState
 from ._base import run as run
 from ._base import run_steps as run_steps
+from ._hypergradient_descent import HypergradientDescentState as HypergradientDescentState
+from ._hypergradient_descent import hd_adam as hd_adam
+from ._hypergradient_descent import hd_nesterov as hd_nesterov
+from ._hypergradient_descent import hd_sgd as hd_sgd
+from ._hypergradient_descent import hypergradient_descent as hypergradient_descent
 from ._newton import Newton as Newton
 from ._optax import LBFGS as LBFGS
 from ._optax import OptaxSolver as OptaxSolver
