@@ -25,6 +25,7 @@ from ._sparse import alpha_max as alpha_max
 from ._sparse import elastic_net as elastic_net
 from ._sparse import lasso as lasso
 from ._sparse import log_loss as log_loss
+from ._sparse import logistic_rows as logistic_rows
 from ._sparse import mean_squared_error as mean_squared_error
 from ._sparse import ridge_rows as ridge_rows
 from ._sparse import sparse_logistic as sparse_logistic

@@ -53,6 +53,7 @@ def kfold(
     folds: int | Iterable = 5,
     *,
     seed: int | None = None,
+    center: bool = False,
     **kwargs,
 ) -> BilevelProblem:
     """The K fold problems of `builder` (`lasso`, `elastic_net`, `sparse_logistic`,
@@ -64,6 +65,8 @@ def kfold(
       folds: the number of folds (contiguous, as `KFold`), or `(train_idx, val_idx)`
         pairs (scikit-learn's `cv.split(X, y)`).
       seed: shuffle the rows before a number of folds is cut.
+      center: center `X` and `y` by each fold's training means (an unpenalized intercept
+        fitted per fold, as scikit-learn's `LassoCV`); for problems without intercept.
       kwargs: passed to `builder` (`alpha=`, `tol=`, ...).
 
     Returns:
@@ -81,7 +84,11 @@ def kfold(
     for train_idx, val_idx in pairs:
         wt, wv = np.zeros(len(y)), np.zeros(len(y))
         wt[train_idx], wv[val_idx] = 1.0, 1.0
-        probs.append(builder(X, y, X, y, weights=(wt, wv), **kwargs))
+        Xf, yf = X, y
+        if center:  # what a per-fold intercept does: center by the fold's training rows
+            Xf = X - X[train_idx].mean(0)
+            yf = y - y[train_idx].mean()
+        probs.append(builder(Xf, yf, Xf, yf, weights=(wt, wv), **kwargs))
     # Defaults (the starting hparams) must agree across folds to stack: use the first's.
     probs = [dataclasses.replace(p, hparams=probs[0].hparams) for p in probs]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *probs)

@@ -36,7 +36,7 @@ import optax
 from .._bilevel import BilevelProblem
 from .._types import Array
 from ..methods._prox_fixed_point import prox_fixed_point
-from ..solvers import Newton
+from ..solvers import LBFGS, Newton
 from ..solvers._prox import FISTA, L1, ElasticNet
 
 
@@ -319,7 +319,7 @@ def sparse_logistic(
 
 
 def ridge_rows(
-    X_train, y_train, X_val, y_val, X_test=None, y_test=None, *, alpha=1.0, weights=None
+    X_train, y_train, X_val, y_val, X_test=None, y_test=None, *, alpha=1.0, weights=None, tol=1e-10
 ) -> BilevelProblem:
     """Ridge `1/(2n) ||y - X w||^2 + alpha/2 ||w||^2` on `Rows` data (weighted rows, so K
     folds stack under `vmap`); solved in one Newton step, smooth optimality."""
@@ -334,6 +334,35 @@ def ridge_rows(
         val=val,
         test=test,
         hparams={"alpha": jnp.asarray(alpha, dtype)},
-        solver=Newton(max_steps=1),
+        solver=Newton(max_steps=2, tol=tol),
         name="ridge_rows",
+    )
+
+
+def l2_log_loss(params, hparams, data: Rows):
+    """Log-loss plus `alpha/2 ||w||^2` (the intercept unpenalized)."""
+    return log_loss(params, hparams, data) + 0.5 * jnp.sum(hparams["alpha"] * params["w"] ** 2)
+
+
+def logistic_rows(
+    X_train, y_train, X_val, y_val, X_test=None, y_test=None, *, alpha=1e-2, weights=None, tol=1e-9
+) -> BilevelProblem:
+    """L2 logistic regression on `Rows` data (weighted rows, so K folds stack):
+    `mean log-loss + alpha/2 ||w||^2`, scikit-learn's `LogisticRegression(C=1/(alpha n))`;
+    smooth, solved by L-BFGS."""
+    train, val, test = _splits(
+        X_train, y_train, X_val, y_val, X_test, y_test, logistic=True, weights=weights
+    )
+    p, dtype = train.X.shape[1], train.X.dtype
+    _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
+    return BilevelProblem(
+        inner=l2_log_loss,
+        outer=log_loss,
+        init_params={"w": jnp.zeros(p, dtype), "b": jnp.zeros((), dtype)},
+        train=train,
+        val=val,
+        test=test,
+        hparams={"alpha": jnp.asarray(alpha, dtype)},
+        solver=LBFGS(max_steps=1000, tol=tol),
+        name="logistic_rows",
     )

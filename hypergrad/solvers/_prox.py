@@ -219,6 +219,14 @@ class _Proximal(AbstractSolver):
         self.prox, self.max_steps, self.tol = prox, max_steps, tol
         self.lipschitz, self.restart, self.divergence = lipschitz, restart, divergence
 
+    # Solvers are static parts of problems and jitted functions: equal configurations
+    # compare and hash equal, so that a rebuilt problem reuses the compiled program.
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
     def _step_size(self, fun, params, hparams, args):
         if self.lipschitz is None:
             lip = _power_lipschitz(fun, params, hparams, args)

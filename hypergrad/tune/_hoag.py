@@ -247,11 +247,16 @@ def hoag(
         if optimizer is not None:
             accepted = finite
         else:
-            # After one rejection the shorter step is taken whatever its value: the anchor's
-            # value was measured at a looser tolerance and may be optimistic, so a strict
-            # comparison could reject every later step (non-monotone safeguard).
+            # After a rejection, a step within 1% of the anchor is taken whatever its value:
+            # the anchor's value was measured at a looser tolerance and may be optimistic,
+            # so a strict comparison could reject every later step.
+            near = anchor is not None and all(
+                np.max(np.abs(theta[kk] - anchor[1][kk]), initial=0.0) <= 1e-2 for kk in theta
+            )
             accepted = finite and (
-                anchor is None or retry or value <= anchor[0] + eps * max(abs(anchor[0]), 1e-12)
+                anchor is None
+                or (retry and near)
+                or value <= anchor[0] + eps * max(abs(anchor[0]), 1e-12)
             )
         retry = finite and not accepted
         entry = {

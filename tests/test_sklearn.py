@@ -1,0 +1,134 @@
+"""hypergrad.sklearn: scikit-learn's estimator checks, agreement with the scikit-learn CV
+estimators on the bundled data, and rejection of bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.linear_model import (
+    ElasticNet,
+    ElasticNetCV,
+    Lasso,
+    LassoCV,
+    LogisticRegression,
+    LogisticRegressionCV,
+    Ridge,
+    RidgeCV,
+)
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from hypergrad.sklearn import HyperElasticNet, HyperLasso, HyperLogisticRegression, HyperRidge
+
+# Small outer budgets: the checks test the estimator contract, not the tuning.
+FAST = [
+    HyperLasso(cv=3, max_iter=3),
+    HyperElasticNet(cv=3, max_iter=3),
+    HyperRidge(cv=3, max_iter=3),
+    HyperLogisticRegression(cv=3, max_iter=3),
+]
+
+
+@parametrize_with_checks(FAST)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _cv_mse(model, X, y, cv):
+    return -cross_val_score(model, X, y, cv=cv, scoring="neg_mean_squared_error").mean()
+
+
+# "Within 0.5%": the CV criterion of the penalty we choose, refitted by scikit-learn's
+# own estimator on the same folds, is at most 0.5% above that of the CV estimator's choice.
+@pytest.mark.parametrize("kind", ["lasso", "enet", "ridge"])
+def test_regressors_match_sklearn_cv(diabetes, kind):
+    X, y = diabetes
+    cv = KFold(5)
+    if kind == "lasso":
+        ours, ref = HyperLasso(cv=cv).fit(X, y), LassoCV(cv=cv).fit(X, y)
+        a, b = Lasso(alpha=ours.alpha_), Lasso(alpha=ref.alpha_)
+    elif kind == "enet":
+        ours = HyperElasticNet(cv=cv).fit(X, y)
+        ref = ElasticNetCV(cv=cv, l1_ratio=[0.1, 0.5, 0.9, 1.0]).fit(X, y)
+        a = ElasticNet(alpha=ours.alpha_, l1_ratio=ours.l1_ratio_)
+        b = ElasticNet(alpha=ref.alpha_, l1_ratio=ref.l1_ratio_)
+    else:
+        ours = HyperRidge(cv=cv).fit(X, y)
+        ref = RidgeCV(alphas=np.logspace(-3, 3, 100), cv=cv).fit(X, y)
+        a, b = Ridge(alpha=ours.alpha_), Ridge(alpha=ref.alpha_)
+    assert _cv_mse(a, X, y, cv) <= 1.005 * _cv_mse(b, X, y, cv)
+    assert ours.coef_.shape == (X.shape[1],) and np.isfinite(ours.intercept_)
+    assert ours.score(X, y) > 0.4  # R^2 of a sane linear fit on diabetes (~0.5)
+    assert len(ours.history_) == ours.n_iter_ == 30
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_logistic_matches_sklearn_cv(cancer, penalty):
+    X, y = cancer
+    cv = StratifiedKFold(5)
+    ratio = 1.0 if penalty == "l1" else 0.0
+    solver = "saga" if penalty == "l1" else "lbfgs"
+    ours = HyperLogisticRegression(penalty=penalty, cv=cv).fit(X, y)
+    ref = LogisticRegressionCV(
+        Cs=10, l1_ratios=(ratio,), solver=solver, scoring="neg_log_loss", cv=cv, max_iter=1000
+    ).fit(X, y)
+
+    def loss(C):
+        m = LogisticRegression(C=C, l1_ratio=ratio, solver=solver, max_iter=5000, tol=1e-6)
+        return -cross_val_score(m, X, y, cv=cv, scoring="neg_log_loss").mean()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert loss(ours.C_) <= 1.005 * loss(float(np.ravel(ref.C_)[0]))
+    assert ours.score(X, y) > 0.95
+
+
+def test_per_feature_logistic(cancer):
+    X, y = cancer
+    est = HyperLogisticRegression(penalty="l2", per_feature=True, cv=3, max_iter=5).fit(X, y)
+    assert est.C_.shape == (X.shape[1],) and np.all(est.C_ > 0)
+    assert len(np.unique(np.round(est.C_, 12))) > 1  # the penalties moved apart
+
+
+@pytest.mark.parametrize(
+    "make, X, y, match",
+    [
+        (lambda: HyperLasso(alpha_bounds=(1.0, 0.1)), None, None, "lower < upper"),
+        (lambda: HyperLasso(alpha_bounds=(0.0, 1.0)), None, None, "positive"),
+        (lambda: HyperLasso(alpha_bounds=(-1.0, 1.0)), None, None, "positive"),
+        (lambda: HyperLogisticRegression(C_bounds=(10.0, 1.0)), None, None, "lower < upper"),
+        (lambda: HyperLasso(), None, "nan", "NaN"),
+        (lambda: HyperLasso(), None, "short", "inconsistent numbers of samples"),
+        (lambda: HyperLasso(criterion="aic"), None, None, "criterion must be one of"),
+        (lambda: HyperLogisticRegression(penalty="l0"), None, None, "penalty must be"),
+    ],
+)
+def test_bad_input_raises_and_fits_nothing(make, X, y, match):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4))
+    y = (rng.random(30) > 0.5).astype(float)
+    if y is not None and match == "NaN":
+        y = y.copy()
+        y[3] = np.nan
+    elif match == "inconsistent numbers of samples":
+        y = y[:-1]
+    est = make()
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+    assert not hasattr(est, "coef_")
