@@ -32,6 +32,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # name -> module path; the module defines `run(quick: bool)`.
 REGISTRY: dict[str, str] = {
     "hypergradient_cost": "benchmarks.hypergradient_cost",
+    "regularization": "benchmarks.regularization",
 }
 
 # Versions recorded in every results file: the stack, then the peers of the `bench` extra.
