@@ -123,6 +123,9 @@ def _ridge_relaxed(train, val, seed):
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}
 WIDTHS = (16, 32, 64)
 MLP_STEPS, MLP_LR = 300, 1e-2
+# eps_root keeps Adam differentiable where a gradient entry is exactly zero (the digits
+# have constant pixels): d sqrt(v) / dv is infinite at v = 0 and gives NaN hypergradients.
+MLP_OPTIMIZER = optax.adam(MLP_LR, eps_root=1e-12)
 
 
 def _mlp_parts():
@@ -177,7 +180,7 @@ def _mlp_table(params, train, val):
         "width": jnp.stack([jax.nn.one_hot(w, len(WIDTHS)) for _, w in configs]),
     }
     inner = _mlp_loss_of(_onehots)
-    solver = OptaxSolver(optax.adam(MLP_LR), max_steps=MLP_STEPS, tol=None)
+    solver = OptaxSolver(MLP_OPTIMIZER, max_steps=MLP_STEPS, tol=None)
 
     def one(hh):
         sol = hg.solvers.run(solver, inner, params, hh, train)
@@ -203,10 +206,12 @@ def _mlp_relaxed(params, train, val):
         num_steps=MLP_STEPS // 2,
         inner_steps=1,
         lookahead=1,
-        solver=OptaxSolver(optax.adam(MLP_LR), max_steps=MLP_STEPS, tol=None),
+        solver=OptaxSolver(MLP_OPTIMIZER, max_steps=MLP_STEPS, tol=None),
         to_unconstrained=lambda h: h,
         from_unconstrained=lambda u: u,
     )
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(out.hparams)):
+        raise FloatingPointError(f"the relaxed run produced non-finite logits: {out.hparams}")
     a, w = int(jnp.argmax(out.hparams["act"])), int(jnp.argmax(out.hparams["width"]))
     relaxed_value = float(out.history["value"][-1])
     return a * len(WIDTHS) + w, relaxed_value, out.hparams

@@ -82,7 +82,9 @@ def online_bilevel(
     Args:
       problem: the bilevel problem; `problem.solver` (or `solver`) must be
         reverse-differentiable (an `OptaxSolver` with a fixed-step optimizer) with
-        `tol=None`, so that every step is taken.
+        `tol=None`, so that every step is taken. For Adam pass `eps_root > 0`
+        (`optax.adam(lr, eps_root=1e-12)`): a gradient entry that is exactly zero makes
+        the derivative of Adam's square root infinite and the hypergradient NaN.
       hparams: the initial hyperparameters (natural coordinates).
       outer_optimizer: an optax optimizer on the unconstrained hyperparameters.
       num_steps: outer iterations (>= 1).
