@@ -32,7 +32,9 @@ def _value(pb, solver, method):
 
 
 @pytest.mark.parametrize(
-    "method", [hg.Unrolled(), hg.Unrolled(mode="forward"), hg.Unrolled(checkpoints=5)], ids=repr
+    "method",
+    [hg.Unrolled(), hg.Unrolled(mode="forward"), hg.Unrolled(checkpoints=5)],
+    ids=["reverse", "forward", "checkpointed"],
 )
 def test_unrolled_learning_rate_matches_finite_differences(ridge_sgd, method):
     pb, solver, h = ridge_sgd

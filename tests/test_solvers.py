@@ -26,7 +26,7 @@ def ridge():
         OptaxSolver(optax.sgd(0.2), max_steps=5000, tol=1e-10),
         OptaxSolver(optax.adam(0.05), max_steps=20000, tol=1e-8),
     ],
-    ids=repr,
+    ids=["newton", "lbfgs", "sgd", "adam"],
 )
 def test_solvers_reach_the_closed_form_ridge_solution(ridge, solver):
     sol = jax.jit(lambda pb: run(solver, pb.inner, pb.init_params, pb.hparams, pb.train))(ridge)

@@ -29,6 +29,18 @@ def _check_maxiter(maxiter):
         raise ValueError(f"maxiter must be a positive int or None, got maxiter={maxiter!r}")
 
 
+def _from_guess(solve, matvec, b, x0):
+    """`solve` warm-started at `x0`, as `x0 + solve(A, b - A x0)`.
+
+    Equivalent to passing `x0` to the jax.scipy solver, whose own `x0` argument fails
+    under nested `vmap` when `b` and `x0` are batched along different axes.
+    """
+    if x0 is None:
+        return solve(b)
+    residual = jax.tree.map(jnp.subtract, b, matvec(x0))
+    return jax.tree.map(jnp.add, x0, solve(residual))
+
+
 class AbstractLinearSolver(abc.ABC):
     """Solves `A x = b` given `matvec(v) = A v`."""
 
@@ -63,8 +75,10 @@ class CG(AbstractLinearSolver):
         self.tol, self.atol, self.maxiter = tol, atol, maxiter
 
     def __call__(self, matvec, b, x0=None):
-        x, _ = jsp.cg(matvec, b, x0=x0, tol=self.tol, atol=self.atol, maxiter=self.maxiter)
-        return x
+        def solve(rhs):
+            return jsp.cg(matvec, rhs, tol=self.tol, atol=self.atol, maxiter=self.maxiter)[0]
+
+        return _from_guess(solve, matvec, b, x0)
 
     def __repr__(self):
         return f"CG(tol={self.tol}, atol={self.atol}, maxiter={self.maxiter})"
@@ -88,17 +102,18 @@ class GMRES(AbstractLinearSolver):
         self.tol, self.atol, self.restart, self.maxiter = tol, atol, restart, maxiter
 
     def __call__(self, matvec, b, x0=None):
-        x, _ = jsp.gmres(
-            matvec,
-            b,
-            x0=x0,
-            tol=self.tol,
-            atol=self.atol,
-            restart=self.restart,
-            maxiter=self.maxiter,
-            solve_method="batched",
-        )
-        return x
+        def solve(rhs):
+            return jsp.gmres(
+                matvec,
+                rhs,
+                tol=self.tol,
+                atol=self.atol,
+                restart=self.restart,
+                maxiter=self.maxiter,
+                solve_method="batched",
+            )[0]
+
+        return _from_guess(solve, matvec, b, x0)
 
     def __repr__(self):
         return f"GMRES(tol={self.tol}, restart={self.restart}, maxiter={self.maxiter})"
@@ -119,8 +134,10 @@ class BiCGStab(AbstractLinearSolver):
         self.tol, self.atol, self.maxiter = tol, atol, maxiter
 
     def __call__(self, matvec, b, x0=None):
-        x, _ = jsp.bicgstab(matvec, b, x0=x0, tol=self.tol, atol=self.atol, maxiter=self.maxiter)
-        return x
+        def solve(rhs):
+            return jsp.bicgstab(matvec, rhs, tol=self.tol, atol=self.atol, maxiter=self.maxiter)[0]
+
+        return _from_guess(solve, matvec, b, x0)
 
     def __repr__(self):
         return f"BiCGStab(tol={self.tol}, maxiter={self.maxiter})"

@@ -49,6 +49,11 @@ def init_mlp(key, n_in: int, n_hidden: int, n_out: int, dtype=jnp.float32):
     }
 
 
+def sgd_from_hparams(hparams):
+    """Plain SGD at `hparams["learning_rate"]` (module level: equal across problems)."""
+    return optax.sgd(hparams["learning_rate"])
+
+
 def mlp_digits(
     *,
     hidden: int = 32,
@@ -87,6 +92,6 @@ def mlp_digits(
             "learning_rate": jnp.asarray(learning_rate, dtype),
             "weight_decay": jnp.asarray(weight_decay, dtype),
         },
-        solver=OptaxSolver(lambda h: optax.sgd(h["learning_rate"]), max_steps=steps, tol=None),
+        solver=OptaxSolver(sgd_from_hparams, max_steps=steps, tol=None),
         name="mlp_digits",
     )

@@ -66,6 +66,17 @@ class AbstractSolver(abc.ABC):
     # search): unrolled reverse-mode methods need it.
     reverse_differentiable: bool = True
 
+    # Solvers are static parts of problems and jitted functions: two solvers with the same
+    # configuration must compare (and hash) equal, or JAX would recompile for each copy.
+    def _config(self):
+        return tuple(sorted((k, v) for k, v in vars(self).items() if not k.startswith("_")))
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._config() == other._config()
+
+    def __hash__(self):
+        return hash((type(self), self._config()))
+
     @abc.abstractmethod
     def init(self, fun: Objective, params: Params, hparams: HParams, args: Args) -> SolverState:
         """The state at `params` (value and gradient evaluated there)."""

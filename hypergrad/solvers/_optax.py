@@ -16,15 +16,12 @@ from .._types import HParams
 from ._base import AbstractSolver, _check_steps, advance, common_state
 
 
-def _as_factory(optimizer, name):
-    if isinstance(optimizer, optax.GradientTransformation):
-        return lambda hparams: optimizer
-    if callable(optimizer):
-        return optimizer
-    raise TypeError(
-        f"{name} must be an optax.GradientTransformation or a function hparams -> "
-        f"GradientTransformation, got {name}={optimizer!r}"
-    )
+def _check_optimizer(optimizer, name):
+    if not (isinstance(optimizer, optax.GradientTransformation) or callable(optimizer)):
+        raise TypeError(
+            f"{name} must be an optax.GradientTransformation or a function hparams -> "
+            f"GradientTransformation, got {name}={optimizer!r}"
+        )
 
 
 class OptaxSolver(AbstractSolver):
@@ -56,8 +53,8 @@ class OptaxSolver(AbstractSolver):
         _value_from_state: bool = False,
     ):
         _check_steps(max_steps, tol, divergence)
+        _check_optimizer(optimizer, "optimizer")
         self.optimizer = optimizer
-        self._factory = _as_factory(optimizer, "optimizer")
         self.max_steps = max_steps
         self.tol = tol
         self.divergence = divergence
@@ -66,7 +63,10 @@ class OptaxSolver(AbstractSolver):
         self._value_from_state = _value_from_state
 
     def _tx(self, hparams):
-        return optax.with_extra_args_support(self._factory(hparams))
+        tx = self.optimizer
+        if not isinstance(tx, optax.GradientTransformation):
+            tx = tx(hparams)
+        return optax.with_extra_args_support(tx)
 
     def init(self, fun, params, hparams, args):
         value, grad = jax.value_and_grad(fun)(params, hparams, args)
@@ -114,7 +114,7 @@ class LBFGS(AbstractSolver):
         if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
             raise ValueError(f"memory_size must be a positive int, got memory_size={memory_size!r}")
         self.memory_size = memory_size
-        self._loop = OptaxSolver(
+        self._loop = OptaxSolver(  # private: equality goes by the public configuration
             optax.lbfgs(memory_size=memory_size),
             max_steps=max_steps,
             tol=tol,

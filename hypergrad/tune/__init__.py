@@ -1,5 +1,11 @@
-"""hypergrad.tune."""
+"""The tuner: hypergradient descent over populations and seeds, and its aggregation."""
 
+from ._aggregate import SeedSummary as SeedSummary
+from ._aggregate import aggregate_seeds as aggregate_seeds
+from ._descent import DescentResult as DescentResult
+from ._descent import DescentState as DescentState
+from ._descent import descend as descend
+from ._descent import stack_problems as stack_problems
 from ._hoag import HoagResult as HoagResult
 from ._hoag import hoag as hoag
 from ._online import OnlineResult as OnlineResult
