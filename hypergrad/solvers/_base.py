@@ -199,9 +199,13 @@ def run_steps(
         if not stop_at_tol:
             done = (status == Status.DIVERGED) | (status == Status.NONFINITE)
         done = done | (i >= num_steps)
-        carry = jax.lax.cond(
-            done, lambda c: c, lambda c: solver.step(fun, *c, hparams, args), (p, s)
-        )
+        # The step is taken and then discarded where `done`, not skipped with `lax.cond`:
+        # reverse mode saves a cond's residuals (the training data among them) once per
+        # iteration, while a plain step's loop-invariant residuals are hoisted out of the
+        # scan. After a divergence the discarded steps may still put NaN into the
+        # derivative; the solution's status says so.
+        new = solver.step(fun, p, s, hparams, args)
+        carry = jax.tree.map(lambda a, b: jnp.where(done, a, b), (p, s), new)
         return carry, None
 
     if checkpoints is None or checkpoints <= 1 or checkpoints >= num_steps:
