@@ -127,3 +127,29 @@ def test_descend_with_unrolled_method_tunes_learning_rate():
     res = descend(pb, steps=10, method=hg.Unrolled(), optimizer=optax.adam(0.2))
     first = res.history["value"][0]
     assert float(res.value) < float(first)  # validation loss improved from the start
+
+
+def test_pooled_seeds_step_on_the_mean_hypergradient():
+    pbs = stack_problems([_ridge(seed=s) for s in range(3)])
+    lr = 0.05
+    res = descend(
+        pbs,
+        {"alpha": jnp.asarray(0.5)},
+        steps=1,
+        optimizer=optax.sgd(lr),
+        batch_problem=True,
+        pool_seeds=True,
+    )
+    grads, values = [], []
+    for s in range(3):
+        pb = _ridge(seed=s)
+        # d/du of the loss at alpha = exp(u), by the closed form.
+        g = problems.ridge_hypergradient(pb, {"alpha": jnp.asarray(0.5)})["alpha"] * 0.5
+        grads.append(float(g))
+        values.append(float(hg.outer_loss(pb, {"alpha": jnp.asarray(0.5)})))
+    expected_u = np.log(0.5) - lr * np.mean(grads)
+    np.testing.assert_allclose(float(res.state.u["alpha"]), expected_u, rtol=1e-10)
+    np.testing.assert_allclose(res.per_seed, values, rtol=1e-10)
+    np.testing.assert_allclose(float(res.value), np.mean(values), rtol=1e-10)
+    with pytest.raises(ValueError, match="pool_seeds=True needs batch_problem=True"):
+        descend(_ridge(), steps=1, pool_seeds=True)

@@ -344,6 +344,12 @@ class Records:
             )
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
+    def annotate(self, number: int, **attrs: Any) -> None:
+        """Add JSON-serializable attributes to trial `number` (what became known late)."""
+        trial_id = self._trial_id(number)
+        for k, v in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, k, _jsonable(v))
+
     def fail(self, number: int, reason: str) -> None:
         self.storage.set_trial_user_attr(self._trial_id(number), "failed_reason", reason)
         self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)

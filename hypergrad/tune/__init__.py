@@ -10,3 +10,7 @@ from ._hoag import HoagResult as HoagResult
 from ._hoag import hoag as hoag
 from ._online import OnlineResult as OnlineResult
 from ._online import online_bilevel as online_bilevel
+from ._tune import Member as Member
+from ._tune import Round as Round
+from ._tune import TuneResult as TuneResult
+from ._tune import tune as tune

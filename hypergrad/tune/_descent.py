@@ -11,7 +11,10 @@ Invariant: the outer step is compiled once per population shape; later steps and
 members reuse it (no retrace). With `batch_hparams=True` the leading axis of every
 `hparams` leaf indexes K configurations; with `batch_problem=True` the leading axis of
 every data leaf of `problem` indexes S seeds (stack problems of equal shapes with
-`stack_problems`); values then have shape `(K, S)`.
+`stack_problems`); values then have shape `(K, S)`. By default each seed descends on its
+own; with `pool_seeds=True` the seeds share one set of hyperparameters per configuration
+and the outer objective is the mean over seeds, so a configuration is judged by its
+seed-aggregated value rather than by a lucky seed.
 """
 
 import math
@@ -38,7 +41,8 @@ class DescentState(NamedTuple):
     params: Params  # warm start of the inner solve
     adjoint: Params | None  # warm start of the implicit linear solve
     best_u: HParams
-    best_value: Array
+    best_value: Array  # the objective at best_u (the seed mean with pool_seeds)
+    best_per_seed: Array  # each seed's value at best_u (equal to best_value unless pooled)
 
 
 class DescentResult(NamedTuple):
@@ -46,7 +50,9 @@ class DescentResult(NamedTuple):
 
     Attributes:
       hparams: the best hyperparameters each member visited (natural coordinates).
-      value: the outer objective there.
+      value: the outer objective there (the mean over seeds with `pool_seeds`).
+      per_seed: each seed's value there, shape `(*batch, S)` with `pool_seeds`, else
+        the shape of `value`.
       history: per outer step, `"value"` and `"grad_norm"` (hypergradient norm in
         unconstrained coordinates), arrays of shape `(steps, *batch)`.
       num_steps: outer steps taken.
@@ -56,6 +62,7 @@ class DescentResult(NamedTuple):
 
     hparams: HParams
     value: Array
+    per_seed: Array
     history: dict[str, Array]
     num_steps: int
     num_inner_solves: int
@@ -107,8 +114,11 @@ def descend(
     to_unconstrained: Callable[[HParams], HParams] = _log,
     from_unconstrained: Callable[[HParams], HParams] = _exp,
     tol: float = 0.0,
+    min_improvement: float = 0.0,
+    patience: int = 5,
     batch_hparams: bool = False,
     batch_problem: bool = False,
+    pool_seeds: bool = False,
     state: DescentState | None = None,
     callback: Callable[[int, dict], None] | None = None,
 ) -> DescentResult:
@@ -126,7 +136,9 @@ def descend(
       to_unconstrained, from_unconstrained: the coordinate maps (default log / exp, for
         positive hyperparameters).
       tol: stop when every member's hypergradient norm (unconstrained) is at most `tol`.
-      batch_hparams, batch_problem: see the module docstring.
+      min_improvement, patience: stop when no member's best value improved by more than
+        `min_improvement` (relative) over the last `patience` steps; 0 never stops.
+      batch_hparams, batch_problem, pool_seeds: see the module docstring.
       state: resume from a previous result's `state` instead of `hparams`.
       callback: called after each outer step as `callback(step, {"value", "grad_norm"})`
         with host arrays (a progress bar, a recorder); raising stops the run, and what
@@ -151,6 +163,10 @@ def descend(
     method = Implicit() if method is None else method
     hparams = problem.hparams if hparams is None else hparams
     _check(problem, hparams, steps, optimizer, method, solver)
+    if not (isinstance(min_improvement, float | int) and min_improvement >= 0):
+        raise ValueError(f"min_improvement must be >= 0, got min_improvement={min_improvement!r}")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be a positive int, got patience={patience!r}")
     for flag, tree, name in (
         (batch_hparams, hparams, "hparams"),
         (batch_problem, problem, "problem"),
@@ -161,47 +177,65 @@ def descend(
                 f"batch_{name}=True needs every leaf of {name} to share a non-empty leading "
                 f"axis (the population), got leading sizes {sorted(sizes, key=str)}"
             )
+    if pool_seeds and not batch_problem:
+        raise ValueError("pool_seeds=True needs batch_problem=True (a problem per seed)")
     implicit = isinstance(method, Implicit)
+    # With pool_seeds the inner state (params, adjoint) carries the seed axis and the
+    # hyperparameters do not; otherwise each seed is a separate member (vmap below).
+    seeds_inside = pool_seeds
+    solve_one = jax.vmap if seeds_inside else (lambda f: f)
 
     def init_one(pb, h):
         u = to_unconstrained(h)
         adjoint = jax.tree.map(jnp.zeros_like, pb.init_params) if implicit else None
+        inf = jnp.asarray(jnp.inf, jnp.result_type(float))
+        per_seed = jnp.full(jax.tree.leaves(pb.val)[0].shape[:1], inf) if seeds_inside else inf
         return DescentState(
             u=u,
             opt_state=optimizer.init(u),
             params=pb.init_params,
             adjoint=adjoint,
             best_u=u,
-            best_value=jnp.asarray(jnp.inf, jnp.result_type(float)),
+            best_value=inf,
+            best_per_seed=per_seed,
         )
 
     def step_one(pb, s):
         h = from_unconstrained(s.u)
-        res = hypergradient(
-            pb,
-            h,
-            solver=solver,
-            method=method,
-            init_params=s.params,
-            init_adjoint=s.adjoint if implicit else None,
-        )
+
+        def hypergrad_at(pb, params, adjoint):
+            return hypergradient(
+                pb,
+                h,
+                solver=solver,
+                method=method,
+                init_params=params,
+                init_adjoint=adjoint if implicit else None,
+            )
+
+        res = solve_one(hypergrad_at)(pb, s.params, s.adjoint)
+        grad, value = res.grad, res.value
+        if seeds_inside:
+            grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grad)
+            value = jnp.mean(res.value)
         _, to_h = jax.vjp(from_unconstrained, s.u)
-        (g_u,) = to_h(res.grad)
+        (g_u,) = to_h(grad)
         updates, opt_state = optimizer.update(g_u, s.opt_state, s.u)
-        better = res.value < s.best_value
+        better = value < s.best_value
         new = DescentState(
             u=optax.apply_updates(s.u, updates),
             opt_state=opt_state,
             params=res.solution.params,
             adjoint=res.adjoint if implicit else None,
             best_u=jax.tree.map(lambda a, b: jnp.where(better, a, b), s.u, s.best_u),
-            best_value=jnp.where(better, res.value, s.best_value),
+            best_value=jnp.where(better, value, s.best_value),
+            best_per_seed=jnp.where(better, res.value, s.best_per_seed),
         )
         grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(g_u)))
         return new, {"value": res.value, "grad_norm": grad_norm}
 
     init_fn, step_fn = init_one, step_one
-    if batch_problem:  # the seed axis is innermost: values come out (K, S)
+    if batch_problem and not seeds_inside:  # the seed axis is innermost: values (K, S)
         init_fn = jax.vmap(init_fn, in_axes=(0, None))
         step_fn = jax.vmap(step_fn, in_axes=(0, 0))
     if batch_hparams:
@@ -210,7 +244,7 @@ def descend(
     step_fn = jax.jit(step_fn)
 
     s = jax.jit(init_fn)(problem, hparams) if state is None else state
-    history = []
+    history, bests = [], []
     for t in range(steps):
         s, stats = step_fn(problem, s)
         stats = jax.device_get(stats)
@@ -219,12 +253,19 @@ def descend(
             callback(t, stats)
         if float(np.max(stats["grad_norm"])) <= tol:
             break
+        best = np.asarray(jax.device_get(s.best_value))
+        bests.append(best)
+        if min_improvement > 0 and len(bests) > patience:
+            old = bests[-1 - patience]
+            if np.all(old - best <= min_improvement * np.abs(old)):
+                break
     # The value at the final iterate is never evaluated by a step; the best visited one is.
     hist = {k: np.stack([h[k] for h in history]) for k in history[0]}
-    members = math.prod(np.shape(hist["value"])[1:])
+    members = math.prod(np.shape(hist["value"])[1:])  # configurations x seeds
     return DescentResult(
         hparams=jax.jit(from_unconstrained)(s.best_u),
         value=s.best_value,
+        per_seed=s.best_per_seed,
         history=hist,
         num_steps=len(history),
         num_inner_solves=len(history) * members,

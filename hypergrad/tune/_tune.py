@@ -1,0 +1,741 @@
+"""The tuner: hypergradient descent inside, black-box search outside, every trial recorded.
+
+Interface: `tune(problem, space, ...) -> TuneResult`.
+
+`problem` is a `BilevelProblem` whose `hparams` is a dict with one entry per continuous
+dimension of `space`, or, when the space has discrete dimensions or several seeds are
+wanted, a module-level function `problem(config, *, seed) -> BilevelProblem` that builds
+the problem for the discrete choices in `config` and a seed (a data split, an
+initialization). A `Real` dimension may stand for an array-valued hyperparameter (one
+penalty per feature): its bounds then hold elementwise and a starting value fills the
+array.
+
+Each round, the proposer (random search by default; any `hypergrad.search` proposer over
+the discrete dimensions, `OptunaSearch` included) proposes one discrete configuration.
+For it, `population` starting points of the continuous dimensions, times `seeds`
+problems, are descended together in one compiled program (`descend` with `vmap`): the
+members of a configuration share their hyperparameters across seeds and descend on the
+seed mean of the validation objective, so the choice rests on the seed-aggregated value.
+With `halving`, successive halving drops the worse part of the population at rungs of
+geometrically growing length. The round's value (the best member's seed mean) goes back
+to the proposer.
+
+Invariant: every member of every round is one trial of `records`, created (`RUNNING`)
+before its round starts and completed after it; an interrupted run (Ctrl-C) fails only
+the trials of the round in flight, and `tune(..., records=same)` again resumes: finished
+rounds are read back from the study (the proposer observes them) and not run again.
+With a problem factory, each trial can be re-run alone by `hypergrad reproduce`; the
+population's `vmap` may change the last bits of a value, so the match is within the
+stated tolerance rather than bit-for-bit.
+"""
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optuna
+from optuna.trial import TrialState
+
+from .. import methods as _methods
+from .._bilevel import BilevelProblem
+from ..methods import Implicit, solve
+from ..methods._base import AbstractMethod
+from ..records import Outcome, Records, reference, resolve, trial_seed
+from ..records import to_optuna_distributions as _distributions
+from ..search import (
+    AbstractProposer,
+    GridSearch,
+    OptunaSearch,
+    Proposal,
+    RandomSearch,
+    grid_points,
+)
+from ..space import Int, Real, Space
+from ._aggregate import aggregate_seeds
+from ._descent import descend, stack_problems
+
+ROUND_ATTR = "tune.round"
+KIND = "gradient"
+
+
+class Member(NamedTuple):
+    """One starting point of one round, after its descent.
+
+    Attributes:
+      trial: its trial number in the records.
+      start: the starting configuration (discrete choices and continuous start).
+      hparams: the best hyperparameters it visited (natural coordinates, NumPy).
+      value: the seed mean of the validation objective there.
+      per_seed: each seed's value there.
+      curve: the seed mean at each outer step it ran.
+      steps: the outer steps it ran (fewer when successive halving dropped it).
+    """
+
+    trial: int
+    start: dict
+    hparams: dict
+    value: float
+    per_seed: np.ndarray
+    curve: np.ndarray
+    steps: int
+
+
+class Round(NamedTuple):
+    """One discrete configuration and its population."""
+
+    number: int  # the round's number in the records
+    config: dict
+    members: list[Member]
+    value: float  # the best member's value
+    resumed: bool  # read back from the records, not run by this call
+
+
+class TuneResult(NamedTuple):
+    """What `tune` returns.
+
+    Attributes:
+      config: the best configuration: discrete choices and the tuned continuous values
+        (floats, or lists for array-valued hyperparameters).
+      value: its validation value, the mean over seeds.
+      std, ci_low, ci_high: the across-seed standard deviation and 95% Student-t
+        interval of that mean (NaN / infinite with one seed).
+      per_seed: its validation value on each seed.
+      test_value: the mean over seeds of the outer objective on each problem's `test`
+        data at the best configuration (`None` without test data).
+      rounds: every round, in order (resumed ones included).
+      records: where the trials are.
+      num_inner_solves: inner solves this call ran.
+      wall_time_s: this call's wall time.
+    """
+
+    config: dict
+    value: float
+    std: float
+    ci_low: float
+    ci_high: float
+    per_seed: np.ndarray
+    test_value: float | None
+    rounds: list[Round]
+    records: Records
+    num_inner_solves: int
+    wall_time_s: float
+
+
+# -- checks ------------------------------------------------------------------------------
+
+
+def _positive_int(value, name, allow_none=False):
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
+
+
+def _optimizer(optimizer, learning_rate):
+    """The optax transformation and, when it can be rebuilt from a record, its spec."""
+    if not (isinstance(learning_rate, float | int) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be positive, got learning_rate={learning_rate!r}")
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer, None
+    if isinstance(optimizer, str):
+        make = getattr(optax, optimizer, None)
+        if not callable(make):
+            raise ValueError(f"optimizer must name an optax optimizer, got optimizer={optimizer!r}")
+        tx = make(learning_rate)
+        if not isinstance(tx, optax.GradientTransformation):
+            raise ValueError(f"optax.{optimizer}(learning_rate) is not an optimizer")
+        return tx, {"name": optimizer, "learning_rate": float(learning_rate)}
+    raise TypeError(
+        f"optimizer must be an optax optimizer name or GradientTransformation, got {optimizer!r}"
+    )
+
+
+def _discrete_space(space: Space) -> Space | None:
+    if not space.discrete:
+        return None
+    conditions = {k: v for k, v in space.conditions.items() if k in space.discrete}
+    return Space({k: space.dims[k] for k in space.discrete}, conditions, space.forbidden)
+
+
+def _check_hparams(pb, space, discrete_config, where):
+    if not isinstance(pb, BilevelProblem):
+        raise TypeError(f"{where} must be a BilevelProblem, got {pb!r}")
+    if not isinstance(pb.hparams, Mapping):
+        raise ValueError(
+            f"{where}.hparams must be a dict with one entry per continuous dimension of the "
+            f"space, got {type(pb.hparams).__name__}"
+        )
+    active = {n for n in space.continuous if space.is_active(n, discrete_config)}
+    keys = set(pb.hparams)
+    if keys != active:
+        missing, extra = sorted(active - keys), sorted(keys - active)
+        raise ValueError(
+            f"space does not match {where}.hparams for {discrete_config}: "
+            f"continuous dimensions without a hyperparameter {missing}, hyperparameters "
+            f"without a continuous dimension {extra}"
+        )
+    return sorted(active)
+
+
+# -- building one round ------------------------------------------------------------------
+
+
+def _seeds(base: int, num: int) -> list[int]:
+    return [trial_seed(base, s) for s in range(num)]
+
+
+def _build(problem, discrete, seeds):
+    if isinstance(problem, BilevelProblem):
+        return stack_problems([problem])
+    pbs = [problem(dict(discrete), seed=s) for s in seeds]
+    for s, pb in zip(seeds, pbs, strict=True):
+        if not isinstance(pb, BilevelProblem):
+            raise TypeError(f"problem(config, seed={s}) must return a BilevelProblem, got {pb!r}")
+    try:
+        return stack_problems(pbs)
+    except ValueError:
+        raise ValueError(
+            "problem(config, seed=...) must return problems of one structure and shapes "
+            "for every seed of a configuration"
+        ) from None
+
+
+def _starts(space, names, discrete, key, population):
+    """`population` valid starting points of the continuous dimensions."""
+    starts = []
+    for r in range(100):
+        u = np.asarray(jax.random.uniform(jax.random.fold_in(key, r), (population, len(names))))
+        for row in u:
+            cfg = dict(discrete)
+            cfg.update({n: float(space.dims[n].from_unit(row[j])) for j, n in enumerate(names)})
+            if space.is_valid(cfg):
+                starts.append(cfg)
+            if len(starts) == population:
+                return starts
+    raise ValueError(f"could not draw {population} valid starting points for {discrete}")
+
+
+def _initial_hparams(pb, names, starts):
+    """Stacked starting hyperparameters, each value broadcast to its leaf's shape."""
+    return {
+        n: jnp.stack(
+            [
+                jnp.full(jnp.shape(pb.hparams[n]), s[n], jnp.result_type(pb.hparams[n]))
+                for s in starts
+            ]
+        )
+        for n in names
+    }
+
+
+def _coordinates(space, names):
+    def to_u(h):
+        return {n: space.dims[n].to_unconstrained(h[n]) for n in names}
+
+    def from_u(u):
+        return {n: space.dims[n].from_unconstrained(u[n]) for n in names}
+
+    return to_u, from_u
+
+
+def _rungs(population, steps, halving):
+    """`[(members kept, cumulative steps), ...]` of successive halving."""
+    if halving is None or population == 1:
+        return [(population, steps)]
+    sizes = [population]
+    while sizes[-1] > 1:
+        sizes.append(math.ceil(sizes[-1] / halving))
+    ends = [max(1, round(steps / halving ** (len(sizes) - 1 - i))) for i in range(len(sizes))]
+    rungs = []
+    for size, end in zip(sizes, ends, strict=True):
+        if rungs and end <= rungs[-1][1]:
+            rungs[-1] = (size, rungs[-1][1])  # too few steps to separate rungs: merge
+        else:
+            rungs.append((size, end))
+    rungs[-1] = (rungs[-1][0], steps)
+    return rungs
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def _py(x):
+    a = np.asarray(x)
+    return float(a) if a.ndim == 0 else a.tolist()
+
+
+class _Progress:
+    def __init__(self, enabled, rounds):
+        self.enabled = enabled
+        self.rounds = rounds
+
+    def __call__(self, r, step, total, best):
+        if self.enabled:
+            sys.stderr.write(
+                f"\rtune: round {r + 1}/{self.rounds}  step {step}/{total}  best {best:.6g}   "
+            )
+            sys.stderr.flush()
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _descend_population(pbs, h0, space, names, **kwargs):
+    """`descend` a population (leading axis of `h0`) pooled over the seeds of `pbs`."""
+    to_u, from_u = _coordinates(space, names)
+    return descend(
+        pbs,
+        h0,
+        to_unconstrained=to_u,
+        from_unconstrained=from_u,
+        batch_hparams=True,
+        batch_problem=True,
+        pool_seeds=True,
+        **kwargs,
+    )
+
+
+def _descend_round(pbs, h0, names, space, *, steps, halving, method, tx, opts, progress, r, best):
+    """Descend a population with successive halving; the kept members' descents."""
+    population = len(jax.tree.leaves(h0)[0])
+    alive = np.arange(population)
+    state, done = None, 0
+    curves = [[] for _ in range(population)]
+    hparams = {n: np.array(h0[n]) for n in names}
+    value = np.full(population, np.inf)
+    per_seed = np.full((population, _num_seeds(pbs)), np.inf)
+    ran = np.zeros(population, int)
+    solves = 0
+    for size, end in _rungs(population, steps, halving):
+        if size < len(alive):
+            order = np.argsort(value[alive], kind="stable")[:size]
+            state = _take(state, order)
+            alive = alive[order]
+        planned = end - done
+        res = _descend_population(
+            pbs,
+            _take(h0, alive),
+            space,
+            names,
+            steps=planned,
+            optimizer=tx,
+            method=method,
+            state=state,
+            callback=lambda t, stats, d=done: progress(
+                r, d + t + 1, steps, min(best, float(np.min(np.mean(stats["value"], -1))))
+            ),
+            **opts,
+        )
+        state, done = res.state, done + res.num_steps
+        solves += res.num_inner_solves
+        mean_curve = np.mean(res.history["value"], axis=-1)  # (steps, members)
+        for j, m in enumerate(alive):
+            curves[m].extend(mean_curve[:, j].tolist())
+        found = jax.device_get(res.hparams)
+        for n in names:
+            hparams[n][alive] = found[n]
+        value[alive] = np.asarray(res.value)
+        per_seed[alive] = np.asarray(res.per_seed)
+        ran[alive] = done
+        if res.num_steps < planned:  # stopped early (tol, min_improvement): no more rungs
+            break
+    return hparams, value, per_seed, curves, ran, solves
+
+
+def _num_seeds(pbs) -> int:
+    return int(jax.tree.leaves(pbs.val)[0].shape[0])
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+def _completed_rounds(records, space):
+    """Rounds of earlier calls whose every member completed: `{round: Round}`."""
+    by_round: dict[int, list] = {}
+    for t in records.trials():
+        r = t.user_attrs.get(ROUND_ATTR)
+        if r is not None and t.user_attrs.get("kind") == KIND:
+            by_round.setdefault(int(r), []).append(t)
+    done = {}
+    for r, trials in by_round.items():
+        size = trials[0].user_attrs.get("tune.population")
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if len(complete) != size:
+            continue
+        members = []
+        for t in sorted(complete, key=lambda t: t.number):
+            curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+            members.append(
+                Member(
+                    t.number,
+                    dict(t.params),
+                    {k: np.asarray(v) for k, v in t.user_attrs["result.hparams"].items()},
+                    float(t.value),
+                    np.asarray(t.user_attrs["result.per_seed"]),
+                    np.asarray(curve),
+                    len(curve),
+                )
+            )
+        discrete = {k: v for k, v in members[0].start.items() if k in space.discrete}
+        done[r] = (
+            Round(r, discrete, members, min(m.value for m in members), True),
+            trials[0].user_attrs.get("proposal_info") or {},
+        )
+    return done
+
+
+def replay(config, *, seed, budget):
+    """Re-run one recorded tuner trial alone (the objective `hypergrad reproduce` calls).
+
+    `budget` holds the tuner's settings as recorded: the problem factory, the number of
+    seeds and outer steps, the method and the outer optimizer.
+    """
+    problem = resolve(budget["problem"])
+    method = _method_from_repr(budget["method"])
+    spec = budget.get("optimizer")
+    if spec is None:
+        raise ValueError("this trial used a custom optimizer object; it cannot be rebuilt")
+    tx, _ = _optimizer(spec["name"], spec["learning_rate"])
+    space_dims = {n: Real(lo, hi, log=log) for n, (lo, hi, log) in budget["continuous"].items()}
+    names = sorted(space_dims)
+    discrete = {k: v for k, v in config.items() if k not in space_dims}
+    pbs = _build(problem, discrete, _seeds(seed, budget["seeds"]))
+    h0 = _initial_hparams(jax.tree.map(lambda x: x[0], pbs), names, [config])
+    res = _descend_population(
+        pbs, h0, Space(space_dims), names, steps=budget["steps"], optimizer=tx, method=method
+    )
+    curve = np.mean(res.history["value"], axis=-1)[:, 0]
+    return Outcome(float(res.value[0]), tuple(curve.tolist()), res.num_inner_solves)
+
+
+def _method_from_repr(text: str) -> AbstractMethod:
+    names = {n: getattr(_methods, n) for n in dir(_methods) if not n.startswith("_")}
+    try:
+        method = eval(text, {"__builtins__": {}}, names)  # noqa: S307 - hypergrad names only
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"cannot rebuild the method {text!r}: {e}") from None
+    if not isinstance(method, AbstractMethod):
+        raise ValueError(f"{text!r} is not a hypergrad method")
+    return method
+
+
+# -- the tuner ---------------------------------------------------------------------------
+
+
+def tune(
+    problem: BilevelProblem | Callable[..., BilevelProblem],
+    space: Space,
+    *,
+    rounds: int = 1,
+    population: int = 8,
+    seeds: int = 1,
+    steps: int = 30,
+    halving: int | None = None,
+    method: AbstractMethod | None = None,
+    optimizer: str | optax.GradientTransformation = "adam",
+    learning_rate: float = 0.1,
+    tol: float = 0.0,
+    min_improvement: float = 0.0,
+    proposer: AbstractProposer | None = None,
+    records: Records | None = None,
+    time_budget_s: float | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> TuneResult:
+    """Tune `problem`'s hyperparameters over `space`; see the module docstring.
+
+    Args:
+      problem: a `BilevelProblem` (continuous spaces, one seed), or a module-level
+        factory `problem(config, *, seed) -> BilevelProblem`.
+      space: the search space; its continuous dimensions must be exactly the keys of the
+        problem's `hparams` (for the active ones, given the discrete choices).
+      rounds: discrete configurations to try (one is enough without discrete dimensions;
+        fewer run if the proposer runs out, as a grid does).
+      population: starting points of the continuous dimensions per round (K).
+      seeds: problems per configuration (S), built by the factory with different seeds.
+      steps: outer steps of a member that is never dropped.
+      halving: keep the best `1/halving` of the population at each rung of successive
+        halving; `None` runs every member for `steps`.
+      method: how hypergradients are computed (default `Implicit()`).
+      optimizer, learning_rate: the outer optimizer: an optax optimizer's name, called
+        with `learning_rate` (recorded, so `hypergrad reproduce` can rebuild it), or a
+        `GradientTransformation` (not rebuilt by `reproduce`). Steps are taken in the
+        space's unconstrained coordinates (logit of the (log-)position in the bounds).
+      tol, min_improvement: stop a round early when every member's hypergradient norm is
+        at most `tol`, or when no member improved by more than `min_improvement`
+        (relative) over 5 steps.
+      proposer: proposes the discrete dimensions (default `RandomSearch` over them, or a
+        `GridSearch` when every discrete dimension has at most `rounds` combinations).
+      records: where trials go (default `Records.open()`: the SQLite file `hypergrad.db`,
+        a new study). Pass the records of an interrupted run to resume it.
+      time_budget_s: start no new round after this many seconds.
+      seed: the run's seed (starting points and problem seeds derive from it).
+      progress: a progress line on stderr (default: when stderr is a terminal).
+
+    Returns:
+      A `TuneResult`.
+
+    Raises:
+      ValueError, TypeError: bad arguments, or a space that does not match the problem's
+        hyperparameters; raised before any trial starts.
+    """
+    start_time = time.perf_counter()
+    for value, name in (
+        (rounds, "rounds"),
+        (population, "population"),
+        (seeds, "seeds"),
+        (steps, "steps"),
+    ):
+        _positive_int(value, name)
+    _positive_int(halving, "halving", allow_none=True)
+    if halving == 1:
+        raise ValueError("halving must be at least 2 (the fraction 1/halving is kept), got 1")
+    if time_budget_s is not None and not (
+        isinstance(time_budget_s, float | int) and time_budget_s > 0
+    ):
+        raise ValueError(f"time_budget_s must be positive or None, got {time_budget_s!r}")
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a hypergrad.space.Space, got space={space!r}")
+    method = Implicit() if method is None else method
+    if not isinstance(method, AbstractMethod):
+        raise TypeError(f"method must be a hypergrad method, got method={method!r}")
+    tx, opt_spec = _optimizer(optimizer, learning_rate)
+    if not (isinstance(tol, float | int) and tol >= 0):
+        raise ValueError(f"tol must be >= 0, got tol={tol!r}")
+    discrete_space = _discrete_space(space)
+    if isinstance(problem, BilevelProblem):
+        if discrete_space is not None:
+            raise ValueError(
+                f"space has discrete dimensions {list(space.discrete)}: pass a factory "
+                "problem(config, *, seed) that builds the problem for each choice"
+            )
+        if seeds != 1:
+            raise ValueError(
+                f"seeds={seeds} needs a factory problem(config, *, seed); a fixed "
+                "BilevelProblem has one seed"
+            )
+        _check_hparams(problem, space, {}, "problem")
+    elif not callable(problem):
+        raise TypeError(
+            f"problem must be a BilevelProblem or a callable problem(config, *, seed), "
+            f"got problem={problem!r}"
+        )
+    if discrete_space is None:
+        if proposer is not None:
+            raise ValueError("proposer is only used for discrete dimensions; the space has none")
+        rounds = 1
+    elif proposer is None:
+        proposer = _exhaustive_grid(discrete_space, rounds) or RandomSearch(
+            discrete_space, seed=seed
+        )
+    elif not isinstance(proposer, AbstractProposer):
+        raise TypeError(f"proposer must be a hypergrad.search proposer, got {proposer!r}")
+    elif set(proposer.space.names) != set(space.discrete):
+        raise ValueError(
+            f"proposer's space has dimensions {list(proposer.space.names)}, but the "
+            f"discrete dimensions of space are {list(space.discrete)}"
+        )
+    records = Records.open() if records is None else records
+    if not isinstance(records, Records):
+        raise TypeError(f"records must be hypergrad.records.Records, got {records!r}")
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    ref = None if isinstance(problem, BilevelProblem) else reference(problem)
+    continuous_spec = {
+        n: (space.dims[n].low, space.dims[n].high, space.dims[n].log)
+        for n in space.continuous
+        if isinstance(space.dims[n], Real)
+    }
+    opts = {"tol": tol, "min_improvement": min_improvement}
+
+    # Resume: finished rounds are read back and shown to the proposer.
+    records.fail_stale()
+    finished = _completed_rounds(records, space)
+    history: list[Round] = []
+    for r in sorted(finished):
+        rnd, info = finished[r]
+        history.append(rnd)
+        if proposer is not None:
+            _observe(proposer, rnd, info, discrete_space)
+
+    show = _Progress(progress, rounds)
+    solves = 0
+    best_value = min((rnd.value for rnd in history), default=np.inf)
+    r = max(finished, default=-1) + 1
+    try:
+        while len(history) < rounds:
+            if time_budget_s is not None and time.perf_counter() - start_time > time_budget_s:
+                break
+            if proposer is None:
+                proposal = Proposal({})
+            else:
+                asked = proposer.ask(1)
+                if not asked:
+                    break
+                proposal = asked[0]
+            discrete = dict(proposal.config)
+            base = trial_seed(seed, r)
+            pbs = _build(problem, discrete, _seeds(base, seeds))
+            first = jax.tree.map(lambda x: x[0], pbs)
+            names = _check_hparams(first, space, discrete, "the problem")
+            starts = _starts(
+                space, names, discrete, jax.random.fold_in(jax.random.key(seed), r), population
+            )
+            h0 = _initial_hparams(first, names, starts)
+            numbers = []
+            for s in starts:
+                number, _ = records.start(
+                    s,
+                    space=space,
+                    seed=base,
+                    objective=None if ref is None else "hypergrad.tune._tune:replay",
+                    proposer=None if proposer is None else proposer.describe(),
+                    proposal_info=proposal.info,
+                    kind=KIND,
+                    attrs={
+                        ROUND_ATTR: r,
+                        "tune.population": population,
+                        "tune.problem": ref,
+                        "tune.method": repr(method),
+                    },
+                )
+                numbers.append(number)
+            round_start = time.perf_counter()
+            try:
+                hparams, value, per_seed, curves, ran, n_solves = _descend_round(
+                    pbs,
+                    h0,
+                    names,
+                    space,
+                    steps=steps,
+                    halving=halving,
+                    method=method,
+                    tx=tx,
+                    opts=opts,
+                    progress=show,
+                    r=r,
+                    best=best_value,
+                )
+            except BaseException as e:
+                for number in numbers:
+                    records.fail(number, f"{type(e).__name__}: {e}")
+                raise
+            solves += n_solves
+            round_time = time.perf_counter() - round_start  # members ran together
+            members = []
+            for j, (number, s) in enumerate(zip(numbers, starts, strict=True)):
+                found = {n: _py(hparams[n][j]) for n in names}
+                budget = {
+                    "steps": int(ran[j]),
+                    "seeds": seeds,
+                    "problem": ref,
+                    "method": repr(method),
+                    "optimizer": opt_spec,
+                    "continuous": {n: continuous_spec[n] for n in names},
+                }
+                records.annotate(number, budget=budget)
+                outcome = Outcome(
+                    float(value[j]),
+                    tuple(curves[j]),
+                    int(ran[j]) * seeds,
+                    {"hparams": found, "per_seed": per_seed[j].tolist()},
+                )
+                records.finish(number, outcome, round_time)
+                members.append(
+                    Member(
+                        number,
+                        s,
+                        {n: np.asarray(found[n]) for n in names},
+                        float(value[j]),
+                        per_seed[j],
+                        np.asarray(curves[j]),
+                        int(ran[j]),
+                    )
+                )
+            rnd = Round(r, discrete, members, float(np.min(value)), False)
+            history.append(rnd)
+            best_value = min(best_value, rnd.value)
+            if proposer is not None:
+                proposer.tell([proposal], [rnd.value])
+            r += 1
+    finally:
+        show.close()
+    if not history:
+        raise RuntimeError("no round ran: the proposer had nothing to propose")
+    return _result(problem, space, history, records, seeds, seed, solves, start_time)
+
+
+def _exhaustive_grid(space: Space, rounds: int) -> GridSearch | None:
+    """A grid over every discrete combination, if there are at most `rounds` of them."""
+    widest = max(
+        [len(space.dims[n].values()) for n in space.names if isinstance(space.dims[n], Int)],
+        default=2,
+    )
+    if math.prod(len(space.dims[n].values()) for n in space.names) > 10 * rounds:
+        return None
+    if len(grid_points(space, resolution=max(widest, 2))) > rounds:
+        return None
+    return GridSearch(space, resolution=max(widest, 2))
+
+
+def _observe(proposer, rnd, info, discrete_space):
+    proposal = Proposal(dict(rnd.config), info=dict(info))
+    if isinstance(proposer, OptunaSearch):
+        proposer.study.add_trial(
+            optuna.trial.create_trial(
+                params=dict(rnd.config),
+                distributions={
+                    k: v for k, v in _distributions(discrete_space).items() if k in rnd.config
+                },
+                value=rnd.value,
+            )
+        )
+    else:
+        proposer.observe(proposal, rnd.value)
+
+
+def _result(problem, space, history, records, seeds, seed, solves, start_time):
+    best_round = min(range(len(history)), key=lambda i: history[i].value)
+    rnd = history[best_round]
+    member = min(rnd.members, key=lambda m: m.value)
+    summary = aggregate_seeds(np.asarray(member.per_seed)[None, :])
+    config = dict(rnd.config)
+    config.update({n: _py(v) for n, v in member.hparams.items()})
+    base = trial_seed(seed, rnd.number)
+    test_value = _test_value(problem, rnd.config, member.hparams, _seeds(base, seeds))
+    return TuneResult(
+        config=config,
+        value=float(summary.mean[0]),
+        std=float(summary.std[0]),
+        ci_low=float(summary.ci_low[0]),
+        ci_high=float(summary.ci_high[0]),
+        per_seed=np.asarray(member.per_seed),
+        test_value=test_value,
+        rounds=history,
+        records=records,
+        num_inner_solves=solves,
+        wall_time_s=time.perf_counter() - start_time,
+    )
+
+
+def _test_value(problem, discrete, hparams, seeds):
+    """The outer objective on the test data at the best configuration, mean over seeds."""
+    pbs = _build(problem, discrete, seeds)
+    if pbs.test is None:
+        return None
+
+    def one(pb):
+        h = {n: jnp.asarray(hparams[n], jnp.result_type(pb.hparams[n])) for n in hparams}
+        sol = solve(pb.inner, pb.init_params, h, pb.train, solver=pb.solver)
+        return pb.outer(sol.params, h, pb.test)
+
+    return float(jnp.mean(jax.jit(jax.vmap(one))(pbs)))

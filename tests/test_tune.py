@@ -1,0 +1,230 @@
+"""The tuner against dense grids and enumeration; traces, seeds, bad input, Ctrl-C."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optuna
+import pytest
+import scipy.stats
+
+import hypergrad as hg
+import hypergrad.tune._tune as tune_module
+from hypergrad import problems
+from hypergrad.records import Records, reproduce
+from hypergrad.space import Categorical, Real, Space
+from hypergrad.tune import tune
+
+ALPHA = Real(1e-4, 1e3, log=True)
+
+
+def _ridge(p=12, seed=0, n=60):
+    X, y = problems.synthetic_regression(2 * n + 40, p, noise=2.0, seed=seed)
+    return problems.ridge(X[:n], y[:n], X[n : 2 * n], y[n : 2 * n], X[2 * n :], y[2 * n :])
+
+
+def ridge_factory(config, *, seed):
+    """Ridge on all features or on the first half; the data split depends on `seed`."""
+    X, y = problems.synthetic_regression(160, 12, noise=2.0, seed=0)
+    idx = np.random.default_rng(seed).permutation(160)
+    X, y = X[idx], y[idx]
+    if config["features"] == "half":
+        X = X[:, :6]
+    return problems.ridge(X[:60], y[:60], X[60:120], y[60:120], X[120:], y[120:])
+
+
+def _records():
+    return Records.open(optuna.storages.InMemoryStorage(), "test")
+
+
+GRID = np.geomspace(1e-4, 1e3, 3001)  # 0.5% spacing: finer than the 1% asked
+
+
+def _grid_best(pb):
+    vals = jax.vmap(lambda a: hg.outer_loss(pb, {"alpha": a}))(jnp.asarray(GRID))
+    i = int(jnp.argmin(vals))
+    return GRID[i], float(vals[i])
+
+
+def test_tune_ridge_reaches_the_grid_optimal_penalty():
+    pb = _ridge()
+    alpha_star, value_star = _grid_best(pb)
+    assert 1e-3 < alpha_star < 1e2  # an interior optimum
+    res = tune(
+        pb, Space({"alpha": ALPHA}), population=4, steps=80, learning_rate=0.2, records=_records()
+    )
+    assert abs(res.config["alpha"] / alpha_star - 1) < 0.01
+    assert res.value <= value_star * (1 + 1e-6)
+    assert res.test_value is not None and np.isfinite(res.test_value)
+
+
+def test_tune_finds_the_enumerated_categorical_optimum():
+    space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
+    enumerated = {
+        f: _grid_best(
+            ridge_factory(
+                {"features": f}, seed=tune_module._seeds(tune_module.trial_seed(0, r), 1)[0]
+            )
+        )
+        for r, f in enumerate(("all", "half"))
+    }
+    best_choice = min(enumerated, key=lambda f: enumerated[f][1])
+    res = tune(
+        ridge_factory,
+        space,
+        rounds=2,
+        population=3,
+        steps=80,
+        learning_rate=0.2,
+        records=_records(),
+    )
+    # With two rounds and two choices the default proposer is the exhaustive grid.
+    assert [r.config["features"] for r in res.rounds] == ["all", "half"]
+    assert res.config["features"] == best_choice
+    alpha_star, value_star = enumerated[best_choice]
+    assert abs(res.config["alpha"] / alpha_star - 1) < 0.01
+    assert res.value == pytest.approx(value_star, rel=1e-6)
+
+
+def test_no_retrace_across_outer_steps_or_population_members():
+    pb = _ridge()
+    traces = []
+
+    def counted_outer(params, hparams, data):
+        traces.append(1)  # runs when JAX traces, not when the compiled program runs
+        return problems._linear_models.squared_error(params, hparams, data)
+
+    pb = hg.BilevelProblem(
+        inner=pb.inner,
+        outer=counted_outer,
+        init_params=pb.init_params,
+        train=pb.train,
+        val=pb.val,
+        hparams=pb.hparams,
+        solver=pb.solver,
+    )
+    counts = {}
+    for population, steps in ((1, 1), (1, 12), (6, 12)):
+        traces.clear()
+        tune(pb, Space({"alpha": ALPHA}), population=population, steps=steps, records=_records())
+        counts[population, steps] = len(traces)
+    assert counts[1, 1] == counts[1, 12] == counts[6, 12] > 0
+
+
+def test_seed_aggregation_matches_a_direct_computation():
+    space = Space({"features": Categorical(("all",)), "alpha": ALPHA})
+    res = tune(
+        ridge_factory,
+        space,
+        population=2,
+        seeds=3,
+        steps=40,
+        learning_rate=0.2,
+        records=_records(),
+        seed=5,
+    )
+    rnd = res.rounds[0]
+    seeds = tune_module._seeds(tune_module.trial_seed(5, rnd.number), 3)
+    h = {"alpha": jnp.asarray(res.config["alpha"])}
+    direct = np.array(
+        [float(hg.outer_loss(ridge_factory({"features": "all"}, seed=s), h)) for s in seeds]
+    )
+    np.testing.assert_allclose(res.per_seed, direct, rtol=1e-8)
+    half = scipy.stats.t.ppf(0.975, 2) * direct.std(ddof=1) / np.sqrt(3)
+    assert res.value == pytest.approx(direct.mean(), rel=1e-8)
+    assert res.std == pytest.approx(direct.std(ddof=1), rel=1e-6)
+    assert (res.ci_low, res.ci_high) == pytest.approx(
+        (direct.mean() - half, direct.mean() + half), rel=1e-6
+    )
+    # The choice is the seed mean's best, the same hyperparameters on every seed.
+    best_member = min(rnd.members, key=lambda m: m.value)
+    assert res.value == pytest.approx(best_member.value)
+
+
+def test_successive_halving_drops_members_and_saves_inner_solves():
+    res = tune(
+        _ridge(),
+        Space({"alpha": ALPHA}),
+        population=8,
+        steps=16,
+        halving=2,
+        learning_rate=0.2,
+        records=_records(),
+    )
+    ran = sorted(m.steps for m in res.rounds[0].members)
+    assert ran == [2, 2, 2, 2, 4, 4, 8, 16]
+    assert res.num_inner_solves == sum(ran)
+    best = min(res.rounds[0].members, key=lambda m: m.value)
+    assert best.steps == 16
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"space": Space({"beta": ALPHA})}, "space does not match"),
+        ({"space": Space({"alpha": ALPHA, "beta": ALPHA})}, "continuous dimensions without"),
+        ({"steps": 0}, "steps must be a positive int"),
+        ({"population": 0}, "population must be a positive int"),
+        ({"seeds": 2}, "seeds=2 needs a factory"),
+        ({"time_budget_s": 0}, "time_budget_s must be positive"),
+        ({"halving": 1}, "halving must be at least 2"),
+        ({"optimizer": "no_such_optimizer"}, "optimizer must name an optax optimizer"),
+        ({"learning_rate": -1.0}, "learning_rate must be positive"),
+        ({"problem": 3}, "problem must be a BilevelProblem or a callable"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_input_raises_before_any_trial(kwargs, match):
+    records = _records()
+    args = {"problem": _ridge(), "space": Space({"alpha": ALPHA}), **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        tune(args.pop("problem"), args.pop("space"), records=records, **args)
+    assert records.trials() == []
+
+
+def test_factory_returning_something_else_is_refused():
+    with pytest.raises(TypeError, match="must return a BilevelProblem"):
+        tune(lambda config, *, seed: None, Space({"c": Categorical(("a",))}), records=_records())
+
+
+def test_interrupted_tune_keeps_finished_trials_and_resumes(monkeypatch):
+    space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
+    kwargs = dict(rounds=2, population=2, steps=10, learning_rate=0.2)
+    records = _records()
+    real = tune_module.descend
+    calls = []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the second round
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(tune_module, "descend", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tune(ridge_factory, space, records=records, **kwargs)
+    states = [t.state for t in records.trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    assert states.count(optuna.trial.TrialState.FAIL) == 2
+    monkeypatch.setattr(tune_module, "descend", real)
+
+    resumed = tune(ridge_factory, space, records=records, **kwargs)
+    assert [r.resumed for r in resumed.rounds] == [True, False]
+    assert [r.config["features"] for r in resumed.rounds] == ["all", "half"]
+    assert resumed.num_inner_solves == 2 * 10  # only the second round ran again
+    fresh = tune(ridge_factory, space, records=_records(), **kwargs)
+    assert resumed.config == fresh.config
+    assert resumed.value == pytest.approx(fresh.value, rel=1e-12)
+
+
+def test_reproduce_a_recorded_gradient_trial(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    records = Records.open(storage, "tuned")
+    space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
+    tune(ridge_factory, space, rounds=1, population=3, seeds=2, steps=8, halving=2, records=records)
+    trials = records.trials()
+    assert {t.user_attrs["kind"] for t in trials} == {"gradient"}
+    shortest = min(trials, key=lambda t: t.user_attrs["budget"]["steps"])
+    for t in (trials[0], shortest):
+        rep = reproduce(storage, "tuned", t.number, rtol=1e-9)
+        assert rep.within_tolerance, rep.summary()
+        assert len(rep.reproduced_intermediate) == t.user_attrs["budget"]["steps"]
