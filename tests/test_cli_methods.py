@@ -1,12 +1,12 @@
-"""`hypergrad demo` runs end to end and its exact methods agree with the reference."""
+"""`hypergrad methods` runs end to end and its exact methods agree with the reference."""
 
 from hypergrad.cli import main
-from hypergrad.cli._demo import run_demo
+from hypergrad.cli._methods import run_methods
 
 
-def test_demo_table_rows():
+def test_methods_table_rows():
     lines = []
-    rows = run_demo(out=lines.append)
+    rows = run_methods(out=lines.append)
     by_name = {r["method"]: r for r in rows}
     # Newton to gradient norm 1e-12 and linear solves to 1e-10 relative: errors far
     # below 1e-7 for the exact implicit methods and the converged unrolls.
@@ -17,13 +17,8 @@ def test_demo_table_rows():
     assert any("Implicit(CG)" in line for line in lines)
 
 
-def test_demo_rejects_bad_alpha(capsys):
+def test_methods_rejects_bad_alpha(capsys):
     import pytest
 
     with pytest.raises(SystemExit, match="--alpha must be positive"):
-        main(["demo", "--alpha", "-1"])
-
-
-def test_no_command_prints_help(capsys):
-    assert main([]) == 2
-    assert "demo" in capsys.readouterr().out
+        main(["methods", "--alpha", "-1"])

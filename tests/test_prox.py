@@ -103,3 +103,17 @@ def test_bad_solver_arguments():
         FISTA("l1")
     with pytest.raises(ValueError, match="lipschitz must be positive"):
         FISTA(L1(), lipschitz=-1.0)
+
+
+def test_elastic_net_logistic_matches_sklearn(classification):
+    X, y = classification
+    pr = problems.elastic_net_logistic(X[:70], y[:70], X[70:], y[70:], alpha2=0.02, tol=1e-12)
+    sol = _solve(pr)
+    a1, a2 = float(pr.hparams["alpha1"]), float(pr.hparams["alpha2"])
+    # scikit-learn: C sum(log-loss) + l1_ratio ||w||_1 + (1 - l1_ratio) / 2 ||w||^2.
+    C, ratio = 1 / ((a1 + a2) * 70), a1 / (a1 + a2)
+    sk = LogisticRegression(l1_ratio=ratio, C=C, solver="saga", tol=1e-12, max_iter=10**6)
+    sk.fit(X[:70], y[:70])
+    assert 0 < np.sum(sk.coef_ != 0) < 10
+    np.testing.assert_allclose(sol.params["w"], sk.coef_[0], atol=1e-7)
+    np.testing.assert_allclose(sol.params["b"], sk.intercept_[0], atol=1e-7)

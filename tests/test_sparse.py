@@ -138,3 +138,14 @@ def test_jit_vmap_and_no_retrace(lasso):
         v1, g1 = g({"alpha": al})
         np.testing.assert_allclose(v, v1, rtol=1e-9)
         np.testing.assert_allclose(gr, g1["alpha"], rtol=1e-6)
+
+
+def test_elastic_net_logistic_hypergradient_matches_finite_differences():
+    Xc, yc = problems.synthetic_classification(90, 6, seed=2)
+    pr = problems.elastic_net_logistic(Xc[:60], yc[:60], Xc[60:], yc[60:], alpha2=0.05, tol=1e-12)
+    h = pr.hparams
+    hg = hypergradient(pr, h)
+    f = _val(pr)
+    for leaf in ("alpha1", "alpha2"):
+        assert _support_stable(pr, h, leaf)
+        np.testing.assert_allclose(hg.grad[leaf], central_difference(f, h, leaf), rtol=1e-5)

@@ -10,7 +10,7 @@ import sys
 
 # Subcommand modules, in the order `--help` lists them. A module that cannot be imported
 # (an optional part not built yet) is skipped rather than breaking the other commands.
-_SUBCOMMANDS = ("_demo", "_run", "_report", "_reproduce")
+_SUBCOMMANDS = ("_demo", "_methods", "_run", "_report", "_reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

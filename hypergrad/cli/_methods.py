@@ -1,4 +1,4 @@
-"""`hypergrad demo`: the hypergradient of a held-out loss by every method, side by side.
+"""`hypergrad methods`: the hypergradient of a held-out loss by every method, side by side.
 
 L2-regularized logistic regression on scikit-learn's bundled breast-cancer data (569
 rows, 30 features; split 50/25/25 and standardized). The hyperparameter is the penalty
@@ -53,7 +53,7 @@ def _timed(fn, *args, repeats=5):
     return out, first, statistics.median(times)
 
 
-def run_demo(alpha: float = 1e-2, seed: int = 0, out=print) -> list[dict]:
+def run_methods(alpha: float = 1e-2, seed: int = 0, out=print) -> list[dict]:
     jax.config.update("jax_enable_x64", True)
     data = load("breast_cancer", seed=seed)
     problem = logistic(data.X_train, data.y_train, data.X_val, data.y_val, alpha=alpha)
@@ -69,7 +69,7 @@ def run_demo(alpha: float = 1e-2, seed: int = 0, out=print) -> list[dict]:
         problem, log_alpha
     )
     out(
-        f"hypergrad demo: L2 logistic regression on breast_cancer (n_train="
+        f"hypergrad methods: L2 logistic regression on breast_cancer (n_train="
         f"{data.X_train.shape[0]}, n_val={data.X_val.shape[0]}, p={data.X_train.shape[1]}), "
         f"alpha={alpha:g}"
     )
@@ -107,7 +107,7 @@ def run_demo(alpha: float = 1e-2, seed: int = 0, out=print) -> list[dict]:
 
 
 def register(sub):
-    p = sub.add_parser("demo", help="hypergradients by every method on bundled data")
+    p = sub.add_parser("methods", help="one hypergradient by every method, side by side")
     p.add_argument("--alpha", type=float, default=1e-2, help="L2 penalty (default 1e-2)")
     p.add_argument("--seed", type=int, default=0, help="data split seed (default 0)")
     p.set_defaults(func=lambda args: _main(args))
@@ -115,6 +115,6 @@ def register(sub):
 
 def _main(args) -> int:
     if not args.alpha > 0:
-        raise SystemExit(f"hypergrad demo: --alpha must be positive, got {args.alpha}")
-    run_demo(alpha=args.alpha, seed=args.seed)
+        raise SystemExit(f"hypergrad methods: --alpha must be positive, got {args.alpha}")
+    run_methods(alpha=args.alpha, seed=args.seed)
     return 0

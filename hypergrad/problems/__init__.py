@@ -23,6 +23,7 @@ from ._mlp import mlp_digits as mlp_digits
 from ._sparse import Rows as Rows
 from ._sparse import alpha_max as alpha_max
 from ._sparse import elastic_net as elastic_net
+from ._sparse import elastic_net_logistic as elastic_net_logistic
 from ._sparse import lasso as lasso
 from ._sparse import log_loss as log_loss
 from ._sparse import logistic_rows as logistic_rows

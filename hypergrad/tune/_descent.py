@@ -17,6 +17,7 @@ and the outer objective is the mean over seeds, so a configuration is judged by 
 seed-aggregated value rather than by a lucky seed.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -103,6 +104,84 @@ def _check(problem, hparams, steps, optimizer, method, solver):
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(
+    optimizer,
+    method,
+    solver,
+    to_unconstrained,
+    from_unconstrained,
+    batch_problem,
+    batch_hparams,
+    pool_seeds,
+):
+    """The jitted init and step functions; cached, so that calls with the same settings
+    (the rounds and rungs of `tune`) reuse the compiled programs of equal shapes."""
+    implicit = isinstance(method, Implicit)
+    # With pool_seeds the inner state (params, adjoint) carries the seed axis and the
+    # hyperparameters do not; otherwise each seed is a separate member (vmap below).
+    seeds_inside = pool_seeds
+    solve_one = jax.vmap if seeds_inside else (lambda f: f)
+
+    def init_one(pb, h):
+        u = to_unconstrained(h)
+        adjoint = jax.tree.map(jnp.zeros_like, pb.init_params) if implicit else None
+        inf = jnp.asarray(jnp.inf, jnp.result_type(float))
+        per_seed = jnp.full(jax.tree.leaves(pb.val)[0].shape[:1], inf) if seeds_inside else inf
+        return DescentState(
+            u=u,
+            opt_state=optimizer.init(u),
+            params=pb.init_params,
+            adjoint=adjoint,
+            best_u=u,
+            best_value=inf,
+            best_per_seed=per_seed,
+        )
+
+    def step_one(pb, s):
+        h = from_unconstrained(s.u)
+
+        def hypergrad_at(pb, params, adjoint):
+            return hypergradient(
+                pb,
+                h,
+                solver=solver,
+                method=method,
+                init_params=params,
+                init_adjoint=adjoint if implicit else None,
+            )
+
+        res = solve_one(hypergrad_at)(pb, s.params, s.adjoint)
+        grad, value = res.grad, res.value
+        if seeds_inside:
+            grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grad)
+            value = jnp.mean(res.value)
+        _, to_h = jax.vjp(from_unconstrained, s.u)
+        (g_u,) = to_h(grad)
+        updates, opt_state = optimizer.update(g_u, s.opt_state, s.u)
+        better = value < s.best_value
+        new = DescentState(
+            u=optax.apply_updates(s.u, updates),
+            opt_state=opt_state,
+            params=res.solution.params,
+            adjoint=res.adjoint if implicit else None,
+            best_u=jax.tree.map(lambda a, b: jnp.where(better, a, b), s.u, s.best_u),
+            best_value=jnp.where(better, value, s.best_value),
+            best_per_seed=jnp.where(better, res.value, s.best_per_seed),
+        )
+        grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(g_u)))
+        return new, {"value": res.value, "grad_norm": grad_norm}
+
+    init_fn, step_fn = init_one, step_one
+    if batch_problem and not seeds_inside:  # the seed axis is innermost: values (K, S)
+        init_fn = jax.vmap(init_fn, in_axes=(0, None))
+        step_fn = jax.vmap(step_fn, in_axes=(0, 0))
+    if batch_hparams:
+        init_fn = jax.vmap(init_fn, in_axes=(None, 0))
+        step_fn = jax.vmap(step_fn, in_axes=(None, 0))
+    return jax.jit(init_fn), jax.jit(step_fn)
+
+
 def descend(
     problem: BilevelProblem,
     hparams: HParams | None = None,
@@ -179,71 +258,22 @@ def descend(
             )
     if pool_seeds and not batch_problem:
         raise ValueError("pool_seeds=True needs batch_problem=True (a problem per seed)")
-    implicit = isinstance(method, Implicit)
-    # With pool_seeds the inner state (params, adjoint) carries the seed axis and the
-    # hyperparameters do not; otherwise each seed is a separate member (vmap below).
-    seeds_inside = pool_seeds
-    solve_one = jax.vmap if seeds_inside else (lambda f: f)
+    settings = (
+        optimizer,
+        method,
+        solver,
+        to_unconstrained,
+        from_unconstrained,
+        batch_problem,
+        batch_hparams,
+        pool_seeds,
+    )
+    try:
+        init_fn, step_fn = _compiled(*settings)
+    except TypeError:  # an unhashable setting: build without the cache
+        init_fn, step_fn = _compiled.__wrapped__(*settings)
 
-    def init_one(pb, h):
-        u = to_unconstrained(h)
-        adjoint = jax.tree.map(jnp.zeros_like, pb.init_params) if implicit else None
-        inf = jnp.asarray(jnp.inf, jnp.result_type(float))
-        per_seed = jnp.full(jax.tree.leaves(pb.val)[0].shape[:1], inf) if seeds_inside else inf
-        return DescentState(
-            u=u,
-            opt_state=optimizer.init(u),
-            params=pb.init_params,
-            adjoint=adjoint,
-            best_u=u,
-            best_value=inf,
-            best_per_seed=per_seed,
-        )
-
-    def step_one(pb, s):
-        h = from_unconstrained(s.u)
-
-        def hypergrad_at(pb, params, adjoint):
-            return hypergradient(
-                pb,
-                h,
-                solver=solver,
-                method=method,
-                init_params=params,
-                init_adjoint=adjoint if implicit else None,
-            )
-
-        res = solve_one(hypergrad_at)(pb, s.params, s.adjoint)
-        grad, value = res.grad, res.value
-        if seeds_inside:
-            grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grad)
-            value = jnp.mean(res.value)
-        _, to_h = jax.vjp(from_unconstrained, s.u)
-        (g_u,) = to_h(grad)
-        updates, opt_state = optimizer.update(g_u, s.opt_state, s.u)
-        better = value < s.best_value
-        new = DescentState(
-            u=optax.apply_updates(s.u, updates),
-            opt_state=opt_state,
-            params=res.solution.params,
-            adjoint=res.adjoint if implicit else None,
-            best_u=jax.tree.map(lambda a, b: jnp.where(better, a, b), s.u, s.best_u),
-            best_value=jnp.where(better, value, s.best_value),
-            best_per_seed=jnp.where(better, res.value, s.best_per_seed),
-        )
-        grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(g_u)))
-        return new, {"value": res.value, "grad_norm": grad_norm}
-
-    init_fn, step_fn = init_one, step_one
-    if batch_problem and not seeds_inside:  # the seed axis is innermost: values (K, S)
-        init_fn = jax.vmap(init_fn, in_axes=(0, None))
-        step_fn = jax.vmap(step_fn, in_axes=(0, 0))
-    if batch_hparams:
-        init_fn = jax.vmap(init_fn, in_axes=(None, 0))
-        step_fn = jax.vmap(step_fn, in_axes=(None, 0))
-    step_fn = jax.jit(step_fn)
-
-    s = jax.jit(init_fn)(problem, hparams) if state is None else state
+    s = init_fn(problem, hparams) if state is None else state
     history, bests = [], []
     for t in range(steps):
         s, stats = step_fn(problem, s)

@@ -29,6 +29,8 @@ population's `vmap` may change the last bits of a value, so the match is within 
 stated tolerance rather than bit-for-bit.
 """
 
+import dataclasses
+import functools
 import math
 import sys
 import time
@@ -137,6 +139,18 @@ def _positive_int(value, name, allow_none=False):
         raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
+@functools.lru_cache(maxsize=16)
+def _named_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """`optax.<name>(learning_rate)`, one object per setting (compiled steps are reused)."""
+    make = getattr(optax, name, None)
+    if not callable(make):
+        raise ValueError(f"optimizer must name an optax optimizer, got optimizer={name!r}")
+    tx = make(learning_rate)
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(f"optax.{name}(learning_rate) is not an optimizer")
+    return tx
+
+
 def _optimizer(optimizer, learning_rate):
     """The optax transformation and, when it can be rebuilt from a record, its spec."""
     if not (isinstance(learning_rate, float | int) and learning_rate > 0):
@@ -144,12 +158,7 @@ def _optimizer(optimizer, learning_rate):
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer, None
     if isinstance(optimizer, str):
-        make = getattr(optax, optimizer, None)
-        if not callable(make):
-            raise ValueError(f"optimizer must name an optax optimizer, got optimizer={optimizer!r}")
-        tx = make(learning_rate)
-        if not isinstance(tx, optax.GradientTransformation):
-            raise ValueError(f"optax.{optimizer}(learning_rate) is not an optimizer")
+        tx = _named_optimizer(optimizer, float(learning_rate))
         return tx, {"name": optimizer, "learning_rate": float(learning_rate)}
     raise TypeError(
         f"optimizer must be an optax optimizer name or GradientTransformation, got {optimizer!r}"
@@ -186,8 +195,9 @@ def _check_hparams(pb, space, discrete_config, where):
 # -- building one round ------------------------------------------------------------------
 
 
-def _seeds(base: int, num: int) -> list[int]:
-    return [trial_seed(base, s) for s in range(num)]
+def _seeds(run_seed: int, num: int) -> list[int]:
+    """The seeds a run's problems are built with: the same for every round."""
+    return [trial_seed(run_seed, s) for s in range(num)]
 
 
 def _build(problem, discrete, seeds):
@@ -234,14 +244,28 @@ def _initial_hparams(pb, names, starts):
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _ToUnconstrained:
+    """The space's map to unconstrained coordinates; equal for equal dimensions, so the
+    compiled outer step is reused across rounds (see `descend`)."""
+
+    dims: tuple[tuple[str, Real], ...]
+
+    def __call__(self, h):
+        return {n: dim.to_unconstrained(h[n]) for n, dim in self.dims}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FromUnconstrained:
+    dims: tuple[tuple[str, Real], ...]
+
+    def __call__(self, u):
+        return {n: dim.from_unconstrained(u[n]) for n, dim in self.dims}
+
+
 def _coordinates(space, names):
-    def to_u(h):
-        return {n: space.dims[n].to_unconstrained(h[n]) for n in names}
-
-    def from_u(u):
-        return {n: space.dims[n].from_unconstrained(u[n]) for n in names}
-
-    return to_u, from_u
+    dims = tuple((n, space.dims[n]) for n in names)
+    return _ToUnconstrained(dims), _FromUnconstrained(dims)
 
 
 def _rungs(population, steps, halving):
@@ -477,7 +501,10 @@ def tune(
       records: where trials go (default `Records.open()`: the SQLite file `hypergrad.db`,
         a new study). Pass the records of an interrupted run to resume it.
       time_budget_s: start no new round after this many seconds.
-      seed: the run's seed (starting points and problem seeds derive from it).
+      seed: the run's seed: problem `s` of every round is built with
+        `hypergrad.records.trial_seed(seed, s)` (common random numbers: configurations
+        are compared on the same data), and round `r` draws its starting points from
+        `jax.random.fold_in(jax.random.key(seed), r)`.
       progress: a progress line on stderr (default: when stderr is a terminal).
 
     Returns:
@@ -583,8 +610,8 @@ def tune(
                     break
                 proposal = asked[0]
             discrete = dict(proposal.config)
-            base = trial_seed(seed, r)
-            pbs = _build(problem, discrete, _seeds(base, seeds))
+            # The same seeds for every round: configurations compared on the same data.
+            pbs = _build(problem, discrete, _seeds(seed, seeds))
             first = jax.tree.map(lambda x: x[0], pbs)
             names = _check_hparams(first, space, discrete, "the problem")
             starts = _starts(
@@ -596,7 +623,7 @@ def tune(
                 number, _ = records.start(
                     s,
                     space=space,
-                    seed=base,
+                    seed=seed,
                     objective=None if ref is None else "hypergrad.tune._tune:replay",
                     proposer=None if proposer is None else proposer.describe(),
                     proposal_info=proposal.info,
@@ -710,8 +737,7 @@ def _result(problem, space, history, records, seeds, seed, solves, start_time):
     summary = aggregate_seeds(np.asarray(member.per_seed)[None, :])
     config = dict(rnd.config)
     config.update({n: _py(v) for n, v in member.hparams.items()})
-    base = trial_seed(seed, rnd.number)
-    test_value = _test_value(problem, rnd.config, member.hparams, _seeds(base, seeds))
+    test_value = _test_value(problem, rnd.config, member.hparams, _seeds(seed, seeds))
     return TuneResult(
         config=config,
         value=float(summary.mean[0]),
