@@ -4,6 +4,8 @@ A `Space` validates configurations, samples batches ready for `jax.vmap`, and ma
 continuous dimensions to unconstrained coordinates for hypergradient descent.
 """
 
+from ._dims import RELAX_KINDS as RELAX_KINDS
+from ._dims import RELAXED as RELAXED
 from ._dims import Categorical as Categorical
 from ._dims import Condition as Condition
 from ._dims import Forbidden as Forbidden

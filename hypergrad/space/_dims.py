@@ -6,6 +6,12 @@ which returns a message or `None`), and gives a placeholder value that stands fo
 active" in batched arrays. `Real` alone is continuous: it also maps to an unconstrained
 coordinate and back (`to_unconstrained` / `from_unconstrained`, traceable by JAX).
 
+An `Int` or a `Categorical` may ask the tuner to relax it (`relax="softmax"` or
+`relax="gumbel"`, with a `temperature`): `hypergrad.tune.tune` then descends on logits
+over its values instead of proposing values by black-box search, and builds the problem
+with `RELAXED` in the dimension's place (see `hypergrad.tune`). Everywhere else the field
+is ignored: the domain is still the dimension's values, sampled and recorded as such.
+
 Invariant: for every `u` in `[0, 1)`, `problem(from_unit(u)) is None`; for every `x` in a
 `Real`'s bounds, `from_unconstrained(to_unconstrained(x)) == x` up to rounding.
 
@@ -32,6 +38,33 @@ class InvalidConfigError(ValueError):
     """A configuration that is not a member of its space; the message lists every reason."""
 
 
+# How a relaxed dimension's values are weighted: softmax(logits / temperature), or a
+# Gumbel-softmax sample drawn afresh at every outer step (`hypergrad.relax`).
+RELAX_KINDS = ("softmax", "gumbel")
+
+
+class _Relaxed:
+    """The type of `RELAXED`; one instance, which pickles as itself."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "RELAXED"
+
+    def __reduce__(self):
+        return "RELAXED"
+
+
+RELAXED = _Relaxed()
+"""What a relaxed dimension holds in the configuration a relaxed problem is built from:
+not a value of the dimension (`None` can be a choice), so test it with `is RELAXED`."""
+
+
 # The choices Optuna can store (its `CategoricalChoiceType`); anything else would not
 # round-trip through a record.
 _CHOICE_TYPES = (str, int, float, bool, type(None))
@@ -51,6 +84,23 @@ def _outside(x, dim) -> str | None:
     if x > dim.high:
         return f"{x!r} is above high={dim.high!r}"
     return None
+
+
+def _check_relax(name, dim) -> None:
+    if dim.relax is not None and dim.relax not in RELAX_KINDS:
+        kinds = ", ".join(repr(k) for k in RELAX_KINDS)
+        raise InvalidSpaceError(
+            f"{name!r}: relax must be one of {kinds} or None, got relax={dim.relax!r}"
+        )
+    t = dim.temperature
+    if not (_is_real_number(t) and math.isfinite(t) and t > 0):
+        raise InvalidSpaceError(
+            f"{name!r}: temperature must be positive and finite, got temperature={t!r}"
+        )
+    if dim.relax is None and t != 1.0:
+        raise InvalidSpaceError(
+            f"{name!r}: temperature={t!r} is only used with relax='softmax' or 'gumbel'"
+        )
 
 
 def _check_bounds(name, dim, kind, is_kind) -> None:
@@ -151,6 +201,12 @@ class Int:
     Log-uniform integers are drawn as Optuna draws them: log-uniform on
     `[low - 1/2, high + 1/2]`, then rounded, so each end has its fair share.
 
+    Args:
+      low, high: the integer bounds, both included, `low < high`.
+      log: sample log-uniformly.
+      relax, temperature: ask `hypergrad.tune.tune` to relax the integer into weights
+        over `low, ..., high` (one logit per value), as for a `Categorical`.
+
     Example:
       >>> from hypergrad.space import Int
       >>> Int(1, 4).from_unit([0.0, 0.3, 0.99]).tolist()
@@ -160,11 +216,14 @@ class Int:
     low: int
     high: int
     log: bool = False
+    relax: str | None = None
+    temperature: float = 1.0
 
     continuous = False
 
     def check(self, name: str) -> None:
         _check_bounds(name, self, "an integer", _is_integer)
+        _check_relax(name, self)
 
     @property
     def placeholder(self) -> int:
@@ -207,6 +266,14 @@ class Categorical:
 
     In batched arrays a categorical value is the integer index of the choice.
 
+    Args:
+      choices: the options, distinct.
+      relax: `None` (black-box search proposes a choice), `"softmax"` or `"gumbel"`:
+        `hypergrad.tune.tune` descends on one logit per choice, the problem sees the
+        weights `softmax(logits / temperature)` (or a Gumbel-softmax sample of them,
+        fresh at each outer step), and the argmax is re-evaluated exactly at the end.
+      temperature: the relaxation's temperature (positive; only with `relax`).
+
     Example:
       >>> from hypergrad.space import Categorical
       >>> act = Categorical(("relu", "tanh"))
@@ -215,6 +282,8 @@ class Categorical:
     """
 
     choices: tuple
+    relax: str | None = None
+    temperature: float = 1.0
 
     continuous = False
 
@@ -235,6 +304,7 @@ class Categorical:
                 )
             if isinstance(c, float) and math.isnan(c):
                 raise InvalidSpaceError(f"{name!r}: a choice must not be NaN")
+        _check_relax(name, self)
         for i, c in enumerate(self.choices):
             # Optuna looks a choice up with ==, so True and 1 (or 1 and 1.0) would be one.
             for d in self.choices[:i]:

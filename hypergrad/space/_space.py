@@ -18,6 +18,10 @@ Interface:
   `unstack(batch)` gives the configurations back.
 - `to_unconstrained(values)` / `from_unconstrained(u)` map the continuous dimensions
   (`continuous`, the hypergradient candidates) to unbounded coordinates and back.
+- `discrete` lists the `Int` and `Categorical` dimensions; `relaxed`, the subset of them
+  that ask `hypergrad.tune.tune` to relax them (`relax="softmax"` or `"gumbel"`). The
+  `relax` field changes nothing here nor in `hypergrad.search` and `hypergrad.records`: a
+  relaxed dimension is still sampled, validated and recorded as its discrete values.
 
 Invariants: every configuration in a batch that `sample` or `from_unit` returns (after
 dropping forbidden rows, which `sample` does) passes `validate`; inactive dimensions
@@ -215,8 +219,15 @@ class Space:
 
     @property
     def discrete(self) -> tuple[str, ...]:
-        """The `Int` and `Categorical` dimensions: left to black-box search or relaxation."""
+        """The `Int` and `Categorical` dimensions, relaxed or not: their values are
+        discrete (configurations, batches and records hold them as usual)."""
         return tuple(n for n in self._order if not isinstance(self._dims[n], Real))
+
+    @property
+    def relaxed(self) -> tuple[str, ...]:
+        """The discrete dimensions that ask to be relaxed (`relax` set): the tuner
+        descends on logits over their values instead of proposing values by search."""
+        return tuple(n for n in self.discrete if self._dims[n].relax is not None)
 
     @property
     def conditional(self) -> tuple[str, ...]:

@@ -15,6 +15,11 @@ every data leaf of `problem` indexes S seeds (stack problems of equal shapes wit
 own; with `pool_seeds=True` the seeds share one set of hyperparameters per configuration
 and the outer objective is the mean over seeds, so a configuration is judged by its
 seed-aggregated value rather than by a lucky seed.
+
+With `key`, the map from unconstrained coordinates may be stochastic (a Gumbel-softmax
+relaxation of a discrete choice): step `t` calls `from_unconstrained(u, k_t)` with the
+`t`-th split of `key`, the same for every member (common random numbers), and the
+reported hyperparameters are `from_unconstrained(u)`, the map's deterministic form.
 """
 
 import functools
@@ -44,6 +49,7 @@ class DescentState(NamedTuple):
     best_u: HParams
     best_value: Array  # the objective at best_u (the seed mean with pool_seeds)
     best_per_seed: Array  # each seed's value at best_u (equal to best_value unless pooled)
+    key: Array | None = None  # the next step's noise for a stochastic from_unconstrained
 
 
 class DescentResult(NamedTuple):
@@ -114,6 +120,7 @@ def _compiled(
     batch_problem,
     batch_hparams,
     pool_seeds,
+    stochastic=False,
 ):
     """The jitted init and step functions; cached, so that calls with the same settings
     (the rounds and rungs of `tune`) reuse the compiled programs of equal shapes."""
@@ -123,7 +130,7 @@ def _compiled(
     seeds_inside = pool_seeds
     solve_one = jax.vmap if seeds_inside else (lambda f: f)
 
-    def init_one(pb, h):
+    def init_one(pb, h, key):
         u = to_unconstrained(h)
         adjoint = jax.tree.map(jnp.zeros_like, pb.init_params) if implicit else None
         inf = jnp.asarray(jnp.inf, jnp.result_type(float))
@@ -136,10 +143,15 @@ def _compiled(
             best_u=u,
             best_value=inf,
             best_per_seed=per_seed,
+            key=key,
         )
 
     def step_one(pb, s):
-        h = from_unconstrained(s.u)
+        key, to_hparams = s.key, from_unconstrained
+        if stochastic:
+            key, noise = jax.random.split(s.key)
+            to_hparams = functools.partial(from_unconstrained, key=noise)
+        h = to_hparams(s.u)
 
         def hypergrad_at(pb, params, adjoint):
             return hypergradient(
@@ -156,7 +168,7 @@ def _compiled(
         if seeds_inside:
             grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grad)
             value = jnp.mean(res.value)
-        _, to_h = jax.vjp(from_unconstrained, s.u)
+        _, to_h = jax.vjp(to_hparams, s.u)
         (g_u,) = to_h(grad)
         updates, opt_state = optimizer.update(g_u, s.opt_state, s.u)
         better = value < s.best_value
@@ -168,16 +180,17 @@ def _compiled(
             best_u=jax.tree.map(lambda a, b: jnp.where(better, a, b), s.u, s.best_u),
             best_value=jnp.where(better, value, s.best_value),
             best_per_seed=jnp.where(better, res.value, s.best_per_seed),
+            key=key,
         )
         grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(g_u)))
         return new, {"value": res.value, "grad_norm": grad_norm}
 
     init_fn, step_fn = init_one, step_one
     if batch_problem and not seeds_inside:  # the seed axis is innermost: values (K, S)
-        init_fn = jax.vmap(init_fn, in_axes=(0, None))
+        init_fn = jax.vmap(init_fn, in_axes=(0, None, None))
         step_fn = jax.vmap(step_fn, in_axes=(0, 0))
     if batch_hparams:
-        init_fn = jax.vmap(init_fn, in_axes=(None, 0))
+        init_fn = jax.vmap(init_fn, in_axes=(None, 0, None))
         step_fn = jax.vmap(step_fn, in_axes=(None, 0))
     return jax.jit(init_fn), jax.jit(step_fn)
 
@@ -199,6 +212,7 @@ def descend(
     batch_problem: bool = False,
     pool_seeds: bool = False,
     state: DescentState | None = None,
+    key: Array | None = None,
     callback: Callable[[int, dict], None] | None = None,
 ) -> DescentResult:
     """Tune continuous hyperparameters by hypergradient descent.
@@ -219,6 +233,9 @@ def descend(
         `min_improvement` (relative) over the last `patience` steps; 0 never stops.
       batch_hparams, batch_problem, pool_seeds: see the module docstring.
       state: resume from a previous result's `state` instead of `hparams`.
+      key: a PRNG key for a stochastic `from_unconstrained`, called as
+        `from_unconstrained(u, key=k)` with a fresh split `k` at each outer step (see
+        the module docstring); `None` (default) calls `from_unconstrained(u)`.
       callback: called after each outer step as `callback(step, {"value", "grad_norm"})`
         with host arrays (a progress bar, a recorder); raising stops the run, and what
         finished before stays in the callback's hands.
@@ -258,6 +275,10 @@ def descend(
             )
     if pool_seeds and not batch_problem:
         raise ValueError("pool_seeds=True needs batch_problem=True (a problem per seed)")
+    if key is not None and not (
+        isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    ):
+        raise TypeError(f"key must be a PRNG key from jax.random.key or None, got key={key!r}")
     settings = (
         optimizer,
         method,
@@ -267,13 +288,14 @@ def descend(
         batch_problem,
         batch_hparams,
         pool_seeds,
+        key is not None,
     )
     try:
         init_fn, step_fn = _compiled(*settings)
     except TypeError:  # an unhashable setting: build without the cache
         init_fn, step_fn = _compiled.__wrapped__(*settings)
 
-    s = init_fn(problem, hparams) if state is None else state
+    s = init_fn(problem, hparams, key) if state is None else state
     history, bests = [], []
     for t in range(steps):
         s, stats = step_fn(problem, s)

@@ -27,6 +27,30 @@ rounds are read back from the study (the proposer observes them) and not run aga
 With a problem factory, each trial can be re-run alone by `hypergrad reproduce`; the
 population's `vmap` may change the last bits of a value, so the match is within the
 stated tolerance rather than bit-for-bit.
+
+Relaxed dimensions: an `Int` or a `Categorical` with `relax="softmax"` or `"gumbel"` (and
+a `temperature`) is not proposed; its logits, one per value, descend together with the
+continuous dimensions in the same outer steps. The contract with the factory:
+
+- for the descent, `problem(config, seed=...)` receives `config[name] is
+  hypergrad.space.RELAXED` and returns a problem whose `hparams[name]` is a float array
+  of shape `(n,)`, `n` the number of values (the choices, or the integers `low..high`).
+  The tuner fills it with weights on the simplex: `softmax(logits / temperature)`, or
+  with `"gumbel"` a Gumbel-softmax sample of them drawn afresh at each outer step. The
+  model mixes its options with these weights (`hypergrad.relax.mix(hparams[name],
+  outputs)`, or each option's features scaled by its weight), so that a one-hot weight
+  is exactly that option.
+- at the end, each member's weights are discretized (argmax); the factory, called with
+  the chosen value in `config[name]`, builds the exact problem (no `hparams[name]`),
+  and the tuner evaluates it at the member's continuous hyperparameters (no further
+  descent). Members, rounds, the proposer and `TuneResult.value` see these exact values;
+  `relaxed_value` keeps the relaxed objective (with `"gumbel"`, that of the best step's
+  sample). The first member starts from uniform weights, the others around them.
+
+A relaxed dimension may be conditional on a proposed one; none may be conditional on a
+relaxed one, nor a forbidden combination name it. A relaxed problem with the wrong
+weights leaf, or an exact one whose continuous hyperparameters differ from it, is
+refused before the round's trials start.
 """
 
 import dataclasses
@@ -46,7 +70,7 @@ from optuna.trial import TrialState
 
 from .. import methods as _methods
 from .._bilevel import BilevelProblem
-from ..methods import Implicit, solve
+from ..methods import Implicit, outer_loss, solve
 from ..methods._base import AbstractMethod
 from ..records import Outcome, Records, reference, resolve, trial_seed
 from ..records import to_optuna_distributions as _distributions
@@ -58,7 +82,8 @@ from ..search import (
     RandomSearch,
     grid_points,
 )
-from ..space import Int, Real, Space
+from ..space import RELAXED, Int, Real, Space
+from . import _relaxed
 from ._aggregate import aggregate_seeds
 from ._descent import descend, stack_problems
 
@@ -77,6 +102,10 @@ class Member(NamedTuple):
       per_seed: each seed's value there.
       curve: the seed mean at each outer step it ran.
       steps: the outer steps it ran (fewer when successive halving dropped it).
+      relaxed_value: with relaxed dimensions, the relaxed objective at `hparams` (whose
+        relaxed entries are weights); `value` and `per_seed` are then those of the
+        discretized configuration, evaluated exactly. `None` without.
+      choice: with relaxed dimensions, the value each one was discretized to.
     """
 
     trial: int
@@ -86,6 +115,8 @@ class Member(NamedTuple):
     per_seed: np.ndarray
     curve: np.ndarray
     steps: int
+    relaxed_value: float | None = None
+    choice: dict | None = None
 
 
 class Round(NamedTuple):
@@ -102,9 +133,10 @@ class TuneResult(NamedTuple):
     """What `tune` returns.
 
     Attributes:
-      config: the best configuration: discrete choices and the tuned continuous values
-        (floats, or lists for array-valued hyperparameters).
-      value: its validation value, the mean over seeds.
+      config: the best configuration: discrete choices (relaxed dimensions discretized)
+        and the tuned continuous values (floats, or lists for array-valued ones).
+      value: its validation value, the mean over seeds (with relaxed dimensions, of the
+        exact problem of the discretized configuration).
       std, ci_low, ci_high: the across-seed standard deviation and 95% Student-t
         interval of that mean (NaN / infinite with one seed).
       per_seed: its validation value on each seed.
@@ -114,6 +146,8 @@ class TuneResult(NamedTuple):
       records: where the trials are.
       num_inner_solves: inner solves this call ran.
       wall_time_s: this call's wall time.
+      relaxed_value: with relaxed dimensions, the relaxed objective (seed mean) of the
+        member whose discretization `config` is; `None` without.
     """
 
     config: dict
@@ -127,6 +161,7 @@ class TuneResult(NamedTuple):
     records: Records
     num_inner_solves: int
     wall_time_s: float
+    relaxed_value: float | None = None
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -165,14 +200,20 @@ def _optimizer(optimizer, learning_rate):
     )
 
 
-def _discrete_space(space: Space) -> Space | None:
-    if not space.discrete:
+def _subspace(space: Space, names) -> Space | None:
+    if not names:
         return None
-    conditions = {k: v for k, v in space.conditions.items() if k in space.discrete}
-    return Space({k: space.dims[k] for k in space.discrete}, conditions, space.forbidden)
+    conditions = {k: v for k, v in space.conditions.items() if k in names}
+    return Space({k: space.dims[k] for k in names}, conditions, space.forbidden)
 
 
-def _check_hparams(pb, space, discrete_config, where):
+def _discrete_space(space: Space) -> Space | None:
+    """The dimensions the proposer proposes: the discrete ones not relaxed."""
+    return _subspace(space, [n for n in space.discrete if n not in space.relaxed])
+
+
+def _check_hparams(pb, space, discrete_config, where, relaxed=()):
+    """The names of `pb.hparams`: the active continuous dimensions and `relaxed`."""
     if not isinstance(pb, BilevelProblem):
         raise TypeError(f"{where} must be a BilevelProblem, got {pb!r}")
     if not isinstance(pb.hparams, Mapping):
@@ -182,6 +223,15 @@ def _check_hparams(pb, space, discrete_config, where):
         )
     active = {n for n in space.continuous if space.is_active(n, discrete_config)}
     keys = set(pb.hparams)
+    for n in relaxed:
+        if n not in keys:
+            raise ValueError(
+                f"{where}.hparams has no entry {n!r} for relaxed dimension {n!r}: built with "
+                f"config[{n!r}] = RELAXED, the problem must hold the weights of its "
+                f"{_relaxed.size(space.dims[n])} values in hparams[{n!r}]"
+            )
+        _relaxed.check_weights(pb, n, space.dims[n], where)
+    active |= set(relaxed)
     if keys != active:
         missing, extra = sorted(active - keys), sorted(keys - active)
         raise ValueError(
@@ -257,14 +307,24 @@ class _ToUnconstrained:
 
 @dataclasses.dataclass(frozen=True)
 class _FromUnconstrained:
-    dims: tuple[tuple[str, Real], ...]
+    dims: tuple[tuple[str, Real | _relaxed.Relaxation], ...]
 
-    def __call__(self, u):
-        return {n: dim.from_unconstrained(u[n]) for n, dim in self.dims}
+    def __call__(self, u, key=None):
+        if key is None:
+            return {n: dim.from_unconstrained(u[n]) for n, dim in self.dims}
+        return {
+            n: dim.from_unconstrained(u[n], jax.random.fold_in(key, i))
+            if isinstance(dim, _relaxed.Relaxation)
+            else dim.from_unconstrained(u[n])
+            for i, (n, dim) in enumerate(self.dims)
+        }
 
 
 def _coordinates(space, names):
-    dims = tuple((n, space.dims[n]) for n in names)
+    relaxed = set(space.relaxed)
+    dims = tuple(
+        (n, _relaxed.relaxation(space.dims[n]) if n in relaxed else space.dims[n]) for n in names
+    )
     return _ToUnconstrained(dims), _FromUnconstrained(dims)
 
 
@@ -327,7 +387,9 @@ def _descend_population(pbs, h0, space, names, **kwargs):
     )
 
 
-def _descend_round(pbs, h0, names, space, *, steps, halving, method, tx, opts, progress, r, best):
+def _descend_round(
+    pbs, h0, names, space, *, steps, halving, method, tx, opts, progress, r, best, key=None
+):
     """Descend a population with successive halving; the kept members' descents."""
     population = len(jax.tree.leaves(h0)[0])
     alive = np.arange(population)
@@ -353,6 +415,7 @@ def _descend_round(pbs, h0, names, space, *, steps, halving, method, tx, opts, p
             optimizer=tx,
             method=method,
             state=state,
+            key=key,
             callback=lambda t, stats, d=done: progress(
                 r, d + t + 1, steps, min(best, float(np.min(np.mean(stats["value"], -1))))
             ),
@@ -406,6 +469,8 @@ def _completed_rounds(records, space):
                     np.asarray(t.user_attrs["result.per_seed"]),
                     np.asarray(curve),
                     len(curve),
+                    t.user_attrs.get("result.relaxed_value"),
+                    t.user_attrs.get("result.choice"),
                 )
             )
         discrete = {k: v for k, v in members[0].start.items() if k in space.discrete}
@@ -431,13 +496,81 @@ def replay(config, *, seed, budget):
     space_dims = {n: Real(lo, hi, log=log) for n, (lo, hi, log) in budget["continuous"].items()}
     names = sorted(space_dims)
     discrete = {k: v for k, v in config.items() if k not in space_dims}
-    pbs = _build(problem, discrete, _seeds(seed, budget["seeds"]))
-    h0 = _initial_hparams(jax.tree.map(lambda x: x[0], pbs), names, [config])
+    relaxed_spec = budget.get("relaxed") or {"dims": {}}
+    relaxed = sorted(relaxed_spec["dims"])
+    space_dims.update({n: _relaxed.rebuild(d) for n, d in relaxed_spec["dims"].items()})
+    seeds = _seeds(seed, budget["seeds"])
+    pbs = _build(problem, {**discrete, **dict.fromkeys(relaxed, RELAXED)}, seeds)
+    first = jax.tree.map(lambda x: x[0], pbs)
+    h0 = _initial_hparams(first, names, [config])
+    for n in relaxed:
+        start = relaxed_spec["dims"][n]["start"]
+        h0[n] = jnp.asarray([start], jnp.result_type(first.hparams[n]))
+    space = Space(space_dims)
     res = _descend_population(
-        pbs, h0, Space(space_dims), names, steps=budget["steps"], optimizer=tx, method=method
+        pbs,
+        h0,
+        space,
+        sorted(space_dims),
+        steps=budget["steps"],
+        optimizer=tx,
+        method=method,
+        key=_noise_key(space, relaxed, seed, relaxed_spec.get("round")),
     )
-    curve = np.mean(res.history["value"], axis=-1)[:, 0]
-    return Outcome(float(res.value[0]), tuple(curve.tolist()), res.num_inner_solves)
+    curve = tuple(np.mean(res.history["value"], axis=-1)[:, 0].tolist())
+    if not relaxed:
+        return Outcome(float(res.value[0]), curve, res.num_inner_solves)
+    found = jax.device_get(res.hparams)
+    choice = {n: _relaxed.discretize(space.dims[n], found[n][0]) for n in relaxed}
+    per_seed = _exact_values(problem, space, discrete, [choice], found, names, seeds)
+    return Outcome(float(np.mean(per_seed)), curve, res.num_inner_solves + len(seeds))
+
+
+def _noise_key(space, relaxed, seed, round_number):
+    """The Gumbel noise of a round, or `None` when no relaxation draws any."""
+    if not any(space.dims[n].relax == "gumbel" for n in relaxed):
+        return None
+    return _relaxed.keys(seed, round_number)[1]
+
+
+# One program per problem structure, reused across rounds: (members, seeds) values.
+_member_values = jax.jit(jax.vmap(jax.vmap(outer_loss, in_axes=(0, None)), in_axes=(None, 0)))
+
+
+def _exact_values(problem, space, discrete, choices, hparams, names, seeds):
+    """Each member's validation value per seed at its discretized configuration,
+    `(members, seeds)`: the factory builds the exact problem of each distinct choice,
+    evaluated at the members' continuous hyperparameters `hparams[names]`."""
+    out = np.empty((len(choices), len(seeds)))
+    groups: dict[tuple, list[int]] = {}
+    for j, choice in enumerate(choices):
+        groups.setdefault(tuple(choice.items()), []).append(j)
+    for items, members in groups.items():
+        config = {**discrete, **dict(items)}
+        pbs = _build(problem, config, seeds)
+        first = jax.tree.map(lambda x: x[0], pbs)
+        _check_hparams(first, space, config, f"problem({config})")
+        h = {
+            n: jnp.asarray(np.stack([hparams[n][j] for j in members]), first.hparams[n].dtype)
+            for n in names
+        }
+        out[members] = np.asarray(_member_values(pbs, h))
+    return out
+
+
+def _check_exact(problem, space, discrete, relaxed, relaxed_pb, seed):
+    """The exact problem of the first values of the relaxed dimensions takes the same
+    continuous hyperparameters as the relaxed one (checked before any trial)."""
+    config = {**discrete, **{n: space.dims[n].values()[0] for n in relaxed}}
+    first = jax.tree.map(lambda x: x[0], _build(problem, config, [seed]))
+    for n in _check_hparams(first, space, config, f"problem({config})"):
+        got, want = jnp.shape(first.hparams[n]), jnp.shape(relaxed_pb.hparams[n])
+        if got != want:
+            raise ValueError(
+                f"problem({config}).hparams[{n!r}] has shape {got}, but the relaxed "
+                f"problem's has shape {want}: the continuous hyperparameters tuned with "
+                "the relaxation must fit the exact problem"
+            )
 
 
 def _method_from_repr(text: str) -> AbstractMethod:
@@ -480,7 +613,8 @@ def tune(
       problem: a `BilevelProblem` (continuous spaces, one seed), or a module-level
         factory `problem(config, *, seed) -> BilevelProblem`.
       space: the search space; its continuous dimensions must be exactly the keys of the
-        problem's `hparams` (for the active ones, given the discrete choices).
+        problem's `hparams` (for the active ones, given the discrete choices), plus its
+        relaxed dimensions in the relaxed problem (see the module docstring).
       rounds: discrete configurations to try (one is enough without discrete dimensions;
         fewer run if the proposer runs out, as a grid does).
       population: starting points of the continuous dimensions per round (K).
@@ -496,8 +630,9 @@ def tune(
       tol, min_improvement: stop a round early when every member's hypergradient norm is
         at most `tol`, or when no member improved by more than `min_improvement`
         (relative) over 5 steps.
-      proposer: proposes the discrete dimensions (default `RandomSearch` over them, or a
-        `GridSearch` when every discrete dimension has at most `rounds` combinations).
+      proposer: proposes the discrete dimensions that are not relaxed (default
+        `RandomSearch` over them, or a `GridSearch` when every discrete dimension has at
+        most `rounds` combinations).
       records: where trials go (default `Records.open()`: the SQLite file `hypergrad.db`,
         a new study). Pass the records of an interrupted run to resume it.
       time_budget_s: start no new round after this many seconds.
@@ -531,6 +666,7 @@ def tune(
         raise ValueError(f"time_budget_s must be positive or None, got {time_budget_s!r}")
     if not isinstance(space, Space):
         raise TypeError(f"space must be a hypergrad.space.Space, got space={space!r}")
+    _relaxed.check_space(space)
     method = Implicit() if method is None else method
     if not isinstance(method, AbstractMethod):
         raise TypeError(f"method must be a hypergrad method, got method={method!r}")
@@ -538,7 +674,15 @@ def tune(
     if not (isinstance(tol, float | int) and tol >= 0):
         raise ValueError(f"tol must be >= 0, got tol={tol!r}")
     discrete_space = _discrete_space(space)
+    # What a trial records: the dimensions that take one value (the relaxed ones do not).
+    searched = _subspace(space, [n for n in space.names if n not in space.relaxed])
     if isinstance(problem, BilevelProblem):
+        if space.relaxed:
+            raise ValueError(
+                f"space relaxes {list(space.relaxed)}: pass a factory problem(config, *, "
+                "seed) that builds the relaxed problem when config[name] is RELAXED and "
+                "the exact one for a value"
+            )
         if discrete_space is not None:
             raise ValueError(
                 f"space has discrete dimensions {list(space.discrete)}: pass a factory "
@@ -557,7 +701,10 @@ def tune(
         )
     if discrete_space is None:
         if proposer is not None:
-            raise ValueError("proposer is only used for discrete dimensions; the space has none")
+            raise ValueError(
+                "proposer is only used for discrete dimensions that are not relaxed; the "
+                "space has none"
+            )
         rounds = 1
     elif proposer is None:
         proposer = _exhaustive_grid(discrete_space, rounds) or RandomSearch(
@@ -565,10 +712,10 @@ def tune(
         )
     elif not isinstance(proposer, AbstractProposer):
         raise TypeError(f"proposer must be a hypergrad.search proposer, got {proposer!r}")
-    elif set(proposer.space.names) != set(space.discrete):
+    elif set(proposer.space.names) != set(discrete_space.names):
         raise ValueError(
             f"proposer's space has dimensions {list(proposer.space.names)}, but the "
-            f"discrete dimensions of space are {list(space.discrete)}"
+            f"discrete dimensions of space (not relaxed) are {list(discrete_space.names)}"
         )
     records = Records.open() if records is None else records
     if not isinstance(records, Records):
@@ -610,19 +757,37 @@ def tune(
                     break
                 proposal = asked[0]
             discrete = dict(proposal.config)
+            relaxed = [n for n in space.relaxed if space.is_active(n, discrete)]
             # The same seeds for every round: configurations compared on the same data.
-            pbs = _build(problem, discrete, _seeds(seed, seeds))
-            first = jax.tree.map(lambda x: x[0], pbs)
-            names = _check_hparams(first, space, discrete, "the problem")
-            starts = _starts(
-                space, names, discrete, jax.random.fold_in(jax.random.key(seed), r), population
+            pbs = _build(
+                problem, {**discrete, **dict.fromkeys(relaxed, RELAXED)}, _seeds(seed, seeds)
             )
-            h0 = _initial_hparams(first, names, starts)
+            first = jax.tree.map(lambda x: x[0], pbs)
+            names = _check_hparams(first, space, discrete, "the problem", relaxed)
+            continuous = [n for n in names if n not in relaxed]
+            if searched is None:  # every dimension is relaxed: nothing to draw
+                starts = [{} for _ in range(population)]
+            else:
+                key = jax.random.fold_in(jax.random.key(seed), r)
+                starts = _starts(searched, continuous, discrete, key, population)
+            h0 = _initial_hparams(first, continuous, starts)
+            if relaxed:
+                _check_exact(problem, space, discrete, relaxed, first, _seeds(seed, 1)[0])
+                start_key = _relaxed.keys(seed, r)[0]
+                for i, n in enumerate(relaxed):
+                    h0[n] = jnp.asarray(
+                        _relaxed.starting_weights(
+                            jax.random.fold_in(start_key, i),
+                            space.dims[n],
+                            population,
+                            jnp.result_type(first.hparams[n]),
+                        )
+                    )
             numbers = []
             for s in starts:
                 number, _ = records.start(
                     s,
-                    space=space,
+                    space=searched,
                     seed=seed,
                     objective=None if ref is None else "hypergrad.tune._tune:replay",
                     proposer=None if proposer is None else proposer.describe(),
@@ -651,7 +816,19 @@ def tune(
                     progress=show,
                     r=r,
                     best=best_value,
+                    key=_noise_key(space, relaxed, seed, r),
                 )
+                relaxed_value, choices = value, [None] * population
+                if relaxed:  # discretize, then evaluate each member's choice exactly
+                    choices = [
+                        {n: _relaxed.discretize(space.dims[n], hparams[n][j]) for n in relaxed}
+                        for j in range(population)
+                    ]
+                    per_seed = _exact_values(
+                        problem, space, discrete, choices, hparams, continuous, _seeds(seed, seeds)
+                    )
+                    value = per_seed.mean(axis=1)
+                    n_solves += population * seeds
             except BaseException as e:
                 for number in numbers:
                     records.fail(number, f"{type(e).__name__}: {e}")
@@ -667,14 +844,21 @@ def tune(
                     "problem": ref,
                     "method": repr(method),
                     "optimizer": opt_spec,
-                    "continuous": {n: continuous_spec[n] for n in names},
+                    "continuous": {n: continuous_spec[n] for n in continuous},
                 }
+                attrs = {"hparams": found, "per_seed": per_seed[j].tolist()}
+                if relaxed:
+                    budget["relaxed"] = {
+                        "round": r,
+                        "dims": {n: _relaxed.describe(space.dims[n], h0[n][j]) for n in relaxed},
+                    }
+                    attrs.update(relaxed_value=float(relaxed_value[j]), choice=choices[j])
                 records.annotate(number, budget=budget)
                 outcome = Outcome(
                     float(value[j]),
                     tuple(curves[j]),
-                    int(ran[j]) * seeds,
-                    {"hparams": found, "per_seed": per_seed[j].tolist()},
+                    (int(ran[j]) + bool(relaxed)) * seeds,
+                    attrs,
                 )
                 records.finish(number, outcome, round_time)
                 members.append(
@@ -686,6 +870,8 @@ def tune(
                         per_seed[j],
                         np.asarray(curves[j]),
                         int(ran[j]),
+                        float(relaxed_value[j]) if relaxed else None,
+                        choices[j],
                     )
                 )
             rnd = Round(r, discrete, members, float(np.min(value)), False)
@@ -735,9 +921,13 @@ def _result(problem, space, history, records, seeds, seed, solves, start_time):
     rnd = history[best_round]
     member = min(rnd.members, key=lambda m: m.value)
     summary = aggregate_seeds(np.asarray(member.per_seed)[None, :])
+    choice = member.choice or {}
+    continuous = {n: v for n, v in member.hparams.items() if n not in choice}
     config = dict(rnd.config)
-    config.update({n: _py(v) for n, v in member.hparams.items()})
-    test_value = _test_value(problem, rnd.config, member.hparams, _seeds(seed, seeds))
+    config.update({n: _py(v) for n, v in continuous.items()})
+    config.update(choice)
+    discrete = {**rnd.config, **choice}
+    test_value = _test_value(problem, discrete, continuous, _seeds(seed, seeds))
     return TuneResult(
         config=config,
         value=float(summary.mean[0]),
@@ -750,6 +940,7 @@ def _result(problem, space, history, records, seeds, seed, solves, start_time):
         records=records,
         num_inner_solves=solves,
         wall_time_s=time.perf_counter() - start_time,
+        relaxed_value=member.relaxed_value,
     )
 
 
