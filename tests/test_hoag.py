@@ -69,6 +69,18 @@ def test_hoag_elastic_net_moves_both_penalties(data):
     assert all(res.hparams[k] != pr.hparams[k] for k in ("alpha1", "alpha2"))
 
 
+def test_hoag_bounds_by_name(data):
+    X, y = data
+    pr = problems.elastic_net(X[:60], y[:60], X[60:], y[60:], tol=1e-10)
+    cap = 0.5 * float(pr.hparams["alpha2"])
+    # A dict may bound some names and leave others unbounded (upper=inf).
+    res = hoag(pr, max_iter=3, upper={"alpha1": np.inf, "alpha2": cap})
+    assert all(e["hparams"]["alpha2"] <= cap * (1 + 1e-12) for e in res.history)
+    assert res.history[0]["hparams"]["alpha2"] == pytest.approx(cap)  # the start is clipped
+    with pytest.raises(ValueError, match="names no hyperparameter"):
+        hoag(pr, upper={"alpha": 1.0})
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -117,10 +117,16 @@ def _evaluate_stacked(problem, theta, x0, v0, eps, scale, max_cg):
 _evaluate_single = jax.jit(_evaluate_one)
 
 
-def _check_bounds(name, bound, theta):
+def _check_bounds(name, bound, theta, default):
+    """`log(bound)` per hparam; a dict names some hparams, the others get `default`."""
+    if isinstance(bound, dict) and set(bound) - set(theta):
+        raise ValueError(
+            f"{name} names no hyperparameter of the problem: {sorted(set(bound) - set(theta))}"
+            f" (hparams: {sorted(theta)})"
+        )
     out = {}
     for k, t in theta.items():
-        b = bound[k] if isinstance(bound, dict) else bound
+        b = bound.get(k, default) if isinstance(bound, dict) else bound
         b = np.broadcast_to(np.asarray(b, dtype=np.float64), np.shape(t))
         if np.any(np.isnan(b)) or np.any(b <= 0):
             raise ValueError(
@@ -152,7 +158,8 @@ def hoag(
       problem: a `BilevelProblem` with all hparams positive, or K stacked fold problems
         (`hypergrad.problems.kfold`), whose mean validation loss is minimized.
       hparams: the starting point (default `problem.hparams`).
-      lower, upper: bounds on each hparam (a number, or a dict by name); `0 < lower < upper`.
+      lower, upper: bounds on each hparam (a number, or a dict by name, where a missing
+        name keeps the default); `0 < lower < upper`, `upper` may be `inf`.
       max_iter: the number of outer steps (inner solves per fold).
       tol, decrease, min_tol: the inner and adjoint tolerance schedule
         `eps_k = max(tol * decrease^k, min_tol)` (relative; `decrease=1` keeps it fixed).
@@ -198,14 +205,14 @@ def hoag(
             f"need tol > 0, min_tol > 0, 0 < decrease <= 1 and max_move > 0, got {tol=}, "
             f"{min_tol=}, {decrease=}, {max_move=}"
         )
-    lo = _check_bounds("lower", lower, h0)
-    hi = _check_bounds("upper", upper, h0) if not np.all(np.isinf(upper)) else None
-    if hi is not None and any(np.any(lo[k] >= hi[k]) for k in lo):
+    lo = _check_bounds("lower", lower, h0, 1e-12)
+    hi = _check_bounds("upper", upper, h0, np.inf)  # log(inf) = inf: no upper bound
+    if any(np.any(lo[k] >= hi[k]) for k in lo):
         raise ValueError(f"lower must be below upper, got lower={lower!r}, upper={upper!r}")
 
     dtype = jax.tree.leaves(problem.train)[0].dtype
     clip = lambda t: {  # noqa: E731
-        k: np.clip(v, lo[k], None if hi is None else hi[k]) for k, v in t.items()
+        k: np.clip(v, lo[k], hi[k]) for k, v in t.items()
     }
     theta = clip({k: np.log(v) for k, v in h0.items()})
     start = time.perf_counter()
