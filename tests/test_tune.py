@@ -1,5 +1,7 @@
 """The tuner against dense grids and enumeration; traces, seeds, bad input, Ctrl-C."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,15 +83,15 @@ def test_tune_finds_the_enumerated_categorical_optimum():
     assert res.value == pytest.approx(value_star, rel=1e-6)
 
 
-def test_no_retrace_across_outer_steps_or_population_members():
-    pb = _ridge()
-    traces = []
+def _counted(pb, traces):
+    """`pb` with an outer objective of its own (a fresh function: no cache can hold its
+    compilation) that counts how often JAX traces it."""
 
     def counted_outer(params, hparams, data):
         traces.append(1)  # runs when JAX traces, not when the compiled program runs
         return problems._linear_models.squared_error(params, hparams, data)
 
-    pb = hg.BilevelProblem(
+    return hg.BilevelProblem(
         inner=pb.inner,
         outer=counted_outer,
         init_params=pb.init_params,
@@ -98,12 +100,24 @@ def test_no_retrace_across_outer_steps_or_population_members():
         hparams=pb.hparams,
         solver=pb.solver,
     )
+
+
+def test_no_retrace_across_outer_steps_or_population_members():
     counts = {}
     for population, steps in ((1, 1), (1, 12), (6, 12)):
-        traces.clear()
+        traces = []
+        pb = _counted(_ridge(), traces)
         tune(pb, Space({"alpha": ALPHA}), population=population, steps=steps, records=_records())
         counts[population, steps] = len(traces)
     assert counts[1, 1] == counts[1, 12] == counts[6, 12] > 0
+    # A second run with equal settings reuses the compiled outer step.
+    traces = []
+    pb = _counted(_ridge(), traces)
+    for _ in range(2):
+        tune(pb, Space({"alpha": ALPHA}), population=6, steps=3, records=_records())
+        counts["again"] = len(traces)
+        traces.clear()
+    assert counts["again"] == 0
 
 
 def test_seed_aggregation_matches_a_direct_computation():
@@ -224,3 +238,28 @@ def test_reproduce_a_recorded_gradient_trial(tmp_path):
         rep = reproduce(storage, "tuned", t.number, rtol=1e-9)
         assert rep.within_tolerance, rep.summary()
         assert len(rep.reproduced_intermediate) == t.user_attrs["budget"]["steps"]
+
+
+def test_inner_tolerance_schedule_loosens_early_solves_and_reaches_the_optimum():
+    from hypergrad.solvers import Newton
+    from hypergrad.tune import decades
+
+    schedule = decades(1e-3, 1e-9, 40)
+    # Six decades over 40 steps: one decade every 40 // 7 = 5 steps, then the end.
+    assert [schedule(t) for t in (0, 4, 5, 39)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-9])
+    X, y = problems.synthetic_classification(120, 20, seed=1)  # optimum alpha near 0.2
+    pb = problems.logistic(X[:60], y[:60], X[60:], y[60:])
+    pb = dataclasses.replace(pb, solver=Newton(max_steps=50, tol=1e-10))
+    space = Space({"alpha": Real(1e-4, 1e1, log=True)})
+    loose = tune(pb, space, population=2, steps=40, inner_tol=(1e-8, 1e-10), records=_records())
+    tight = tune(pb, space, population=2, steps=40, records=_records())
+    # The same optimum (the loss is flat there: 1% in alpha is 1e-6 in value).
+    assert loose.config["alpha"] == pytest.approx(tight.config["alpha"], rel=1e-2)
+    assert loose.value == pytest.approx(tight.value, rel=1e-6)
+    # The reported value is an exact one (the best among the final, tight solves).
+    h = {"alpha": jnp.asarray(loose.config["alpha"])}
+    assert float(hg.outer_loss(pb, h)) == pytest.approx(loose.value, rel=1e-9)
+    with pytest.raises(ValueError, match="inner_tol must be a pair"):
+        tune(pb, space, inner_tol=1e-3, records=_records())
+    with pytest.raises(ValueError, match="need 0 < end <= start"):
+        tune(pb, space, inner_tol=(1e-9, 1e-3), records=_records())

@@ -8,12 +8,13 @@ method's derivative directly: a hypergradient is an ordinary JAX derivative.
 
 import abc
 
+from .._config import ConfigEquality
 from ..solvers import AbstractSolver, Solution
 from ._optimality import OptimalityCondition
 from ._tree import leaf_paths, leaves_read_by
 
 
-class AbstractMethod(abc.ABC):
+class AbstractMethod(ConfigEquality, abc.ABC):
     """How the inner solution is differentiated with respect to hyperparameters."""
 
     @abc.abstractmethod

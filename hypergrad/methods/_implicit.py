@@ -79,7 +79,15 @@ class Implicit(AbstractMethod):
             matvec = lambda v: vjp(v)[0]  # noqa: E731
         else:
             matvec = lambda v: jax.jvp(residual, (params,), (v,))[1]  # noqa: E731
-        return self.linear_solver(matvec, b, x0=x0)
+        # On one flat vector: jax.scipy's Krylov solvers fail under nested vmap when the
+        # leaves of a pytree right-hand side carry their batch axes at different places.
+        flat_b, unravel = ravel_pytree(b)
+        flat_x0 = None if x0 is None else ravel_pytree(x0)[0]
+
+        def flat_matvec(v):
+            return ravel_pytree(matvec(unravel(v)))[0]
+
+        return unravel(self.linear_solver(flat_matvec, flat_b, x0=flat_x0))
 
     def solve(self, solver, fun, init_params, hparams, args, optimality) -> Solution:
         self.check_optimality(optimality)

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import jax.scipy.sparse.linalg as jsp
 from jax.flatten_util import ravel_pytree
 
+from .._config import ConfigEquality
+
 
 def _check_tol(name, value):
     if not (isinstance(value, (int, float)) and value >= 0):
@@ -41,7 +43,7 @@ def _from_guess(solve, matvec, b, x0):
     return jax.tree.map(jnp.add, x0, solve(residual))
 
 
-class AbstractLinearSolver(abc.ABC):
+class AbstractLinearSolver(ConfigEquality, abc.ABC):
     """Solves `A x = b` given `matvec(v) = A v`."""
 
     requires_spd: bool = False

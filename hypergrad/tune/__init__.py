@@ -4,6 +4,7 @@ from ._aggregate import SeedSummary as SeedSummary
 from ._aggregate import aggregate_seeds as aggregate_seeds
 from ._descent import DescentResult as DescentResult
 from ._descent import DescentState as DescentState
+from ._descent import decades as decades
 from ._descent import descend as descend
 from ._descent import stack_problems as stack_problems
 from ._hoag import HoagResult as HoagResult

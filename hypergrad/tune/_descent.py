@@ -22,6 +22,7 @@ relaxation of a discrete choice): step `t` calls `from_unconstrained(u, k_t)` wi
 reported hyperparameters are `from_unconstrained(u)`, the map's deterministic form.
 """
 
+import copy
 import functools
 import math
 from collections.abc import Callable
@@ -92,6 +93,29 @@ def stack_problems(problems: list[BilevelProblem]) -> BilevelProblem:
     if len(structures) != 1:
         raise ValueError("problems must share functions, solver and data structure to stack")
     return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
+
+
+def _with_tol(solver: AbstractSolver, tol: float) -> AbstractSolver:
+    """A copy of `solver` stopping at `tol` (equal copies share their compiled step)."""
+    if not (isinstance(tol, float | int) and tol > 0):
+        raise ValueError(f"inner_tol(step) must be a positive number, got {tol!r}")
+    out = copy.copy(solver)
+    out.tol = float(tol)
+    return out
+
+
+def decades(start: float, end: float, steps: int) -> Callable[[int], float]:
+    """An inner-tolerance schedule for `descend(inner_tol=...)`: from `start` down to
+    `end` one power of ten at a time, evenly over `steps` outer steps, then `end`.
+
+    Each distinct tolerance compiles the outer step once, so the schedule takes whole
+    decades: `decades(1e-4, 1e-8, 50)` compiles five programs, not fifty.
+    """
+    if not (0 < end <= start):
+        raise ValueError(f"need 0 < end <= start, got start={start!r}, end={end!r}")
+    n = max(1, round(math.log10(start / end)))
+    every = max(1, steps // (n + 1))
+    return lambda t: max(end, start * 10.0 ** (-(t // every)))
 
 
 def _check(problem, hparams, steps, optimizer, method, solver):
@@ -207,6 +231,7 @@ def descend(
     from_unconstrained: Callable[[HParams], HParams] = _exp,
     tol: float = 0.0,
     min_improvement: float = 0.0,
+    inner_tol: Callable[[int], float] | None = None,
     patience: int = 5,
     batch_hparams: bool = False,
     batch_problem: bool = False,
@@ -229,6 +254,10 @@ def descend(
       to_unconstrained, from_unconstrained: the coordinate maps (default log / exp, for
         positive hyperparameters).
       tol: stop when every member's hypergradient norm (unconstrained) is at most `tol`.
+      inner_tol: a schedule `step -> tolerance` of the inner solver (inexact solves early,
+        tight ones late; see `decades`); `None` keeps the solver's own tolerance. The best
+        visited point is taken among the steps at the last tolerance reached, since a
+        looser solve's value may be optimistic.
       min_improvement, patience: stop when no member's best value improved by more than
         `min_improvement` (relative) over the last `patience` steps; 0 never stops.
       batch_hparams, batch_problem, pool_seeds: see the module docstring.
@@ -279,25 +308,42 @@ def descend(
         isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
     ):
         raise TypeError(f"key must be a PRNG key from jax.random.key or None, got key={key!r}")
-    settings = (
-        optimizer,
-        method,
-        solver,
-        to_unconstrained,
-        from_unconstrained,
-        batch_problem,
-        batch_hparams,
-        pool_seeds,
-        key is not None,
-    )
-    try:
-        init_fn, step_fn = _compiled(*settings)
-    except TypeError:  # an unhashable setting: build without the cache
-        init_fn, step_fn = _compiled.__wrapped__(*settings)
+
+    def compiled(solver):
+        settings = (
+            optimizer,
+            method,
+            solver,
+            to_unconstrained,
+            from_unconstrained,
+            batch_problem,
+            batch_hparams,
+            pool_seeds,
+            key is not None,
+        )
+        try:
+            return _compiled(*settings)
+        except TypeError:  # an unhashable setting: build without the cache
+            return _compiled.__wrapped__(*settings)
+
+    init_fn, step_fn = compiled(solver)
+    base_solver = problem.solver if solver is None else solver
+    if inner_tol is not None and getattr(base_solver, "tol", None) is None:
+        raise ValueError(f"inner_tol needs an inner solver with a tolerance, got {base_solver!r}")
 
     s = init_fn(problem, hparams, key) if state is None else state
     history, bests = [], []
+    current_tol = None
     for t in range(steps):
+        if inner_tol is not None and inner_tol(t) != current_tol:
+            current_tol = inner_tol(t)
+            _, step_fn = compiled(_with_tol(base_solver, current_tol))
+            # Values from looser solves may be optimistic: the best is taken among the
+            # steps at the current (tightest so far) tolerance only.
+            s = s._replace(
+                best_value=jnp.full_like(s.best_value, jnp.inf),
+                best_per_seed=jnp.full_like(s.best_per_seed, jnp.inf),
+            )
         s, stats = step_fn(problem, s)
         stats = jax.device_get(stats)
         history.append(stats)

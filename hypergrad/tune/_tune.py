@@ -85,7 +85,7 @@ from ..search import (
 from ..space import RELAXED, Int, Real, Space
 from . import _relaxed
 from ._aggregate import aggregate_seeds
-from ._descent import descend, stack_problems
+from ._descent import decades, descend, stack_problems
 
 ROUND_ATTR = "tune.round"
 KIND = "gradient"
@@ -388,7 +388,21 @@ def _descend_population(pbs, h0, space, names, **kwargs):
 
 
 def _descend_round(
-    pbs, h0, names, space, *, steps, halving, method, tx, opts, progress, r, best, key=None
+    pbs,
+    h0,
+    names,
+    space,
+    *,
+    steps,
+    halving,
+    method,
+    tx,
+    opts,
+    progress,
+    r,
+    best,
+    key=None,
+    schedule=None,
 ):
     """Descend a population with successive halving; the kept members' descents."""
     population = len(jax.tree.leaves(h0)[0])
@@ -419,6 +433,7 @@ def _descend_round(
             callback=lambda t, stats, d=done: progress(
                 r, d + t + 1, steps, min(best, float(np.min(np.mean(stats["value"], -1))))
             ),
+            inner_tol=None if schedule is None else (lambda t, d=done: schedule(d + t)),
             **opts,
         )
         state, done = res.state, done + res.num_steps
@@ -435,6 +450,14 @@ def _descend_round(
         if res.num_steps < planned:  # stopped early (tol, min_improvement): no more rungs
             break
     return hparams, value, per_seed, curves, ran, solves
+
+
+def _schedule(inner_tol, steps):
+    if inner_tol is None:
+        return None
+    if not (isinstance(inner_tol, tuple | list) and len(inner_tol) == 2):
+        raise ValueError(f"inner_tol must be a pair (start, end), got inner_tol={inner_tol!r}")
+    return decades(float(inner_tol[0]), float(inner_tol[1]), steps)
 
 
 def _num_seeds(pbs) -> int:
@@ -516,6 +539,7 @@ def replay(config, *, seed, budget):
         optimizer=tx,
         method=method,
         key=_noise_key(space, relaxed, seed, relaxed_spec.get("round")),
+        inner_tol=_schedule(budget.get("inner_tol"), budget.get("total_steps")),
     )
     curve = tuple(np.mean(res.history["value"], axis=-1)[:, 0].tolist())
     if not relaxed:
@@ -601,6 +625,7 @@ def tune(
     learning_rate: float = 0.1,
     tol: float = 0.0,
     min_improvement: float = 0.0,
+    inner_tol: tuple[float, float] | None = None,
     proposer: AbstractProposer | None = None,
     records: Records | None = None,
     time_budget_s: float | None = None,
@@ -627,6 +652,9 @@ def tune(
         with `learning_rate` (recorded, so `hypergrad reproduce` can rebuild it), or a
         `GradientTransformation` (not rebuilt by `reproduce`). Steps are taken in the
         space's unconstrained coordinates (logit of the (log-)position in the bounds).
+      inner_tol: `(start, end)`: inexact inner solves, the solver's tolerance going from
+        `start` down to `end` one decade at a time over the `steps` outer steps
+        (`hypergrad.tune.decades`; each decade compiles once); `None` keeps the solver's.
       tol, min_improvement: stop a round early when every member's hypergradient norm is
         at most `tol`, or when no member improved by more than `min_improvement`
         (relative) over 5 steps.
@@ -671,6 +699,7 @@ def tune(
     if not isinstance(method, AbstractMethod):
         raise TypeError(f"method must be a hypergrad method, got method={method!r}")
     tx, opt_spec = _optimizer(optimizer, learning_rate)
+    schedule = _schedule(inner_tol, steps)
     if not (isinstance(tol, float | int) and tol >= 0):
         raise ValueError(f"tol must be >= 0, got tol={tol!r}")
     discrete_space = _discrete_space(space)
@@ -813,6 +842,7 @@ def tune(
                     method=method,
                     tx=tx,
                     opts=opts,
+                    schedule=schedule,
                     progress=show,
                     r=r,
                     best=best_value,
@@ -845,6 +875,8 @@ def tune(
                     "method": repr(method),
                     "optimizer": opt_spec,
                     "continuous": {n: continuous_spec[n] for n in continuous},
+                    "inner_tol": None if inner_tol is None else list(inner_tol),
+                    "total_steps": steps,
                 }
                 attrs = {"hparams": found, "per_seed": per_seed[j].tolist()}
                 if relaxed:
