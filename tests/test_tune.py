@@ -12,6 +12,7 @@ import scipy.stats
 import hypergrad as hg
 import hypergrad.tune._tune as tune_module
 from hypergrad import problems
+from hypergrad.cli import main
 from hypergrad.records import Records, reproduce
 from hypergrad.space import Categorical, Real, Space
 from hypergrad.tune import tune
@@ -226,7 +227,7 @@ def test_interrupted_tune_keeps_finished_trials_and_resumes(monkeypatch):
     assert resumed.value == pytest.approx(fresh.value, rel=1e-12)
 
 
-def test_reproduce_a_recorded_gradient_trial(tmp_path):
+def test_reproduce_a_recorded_gradient_trial(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
     records = Records.open(storage, "tuned")
     space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
@@ -236,8 +237,25 @@ def test_reproduce_a_recorded_gradient_trial(tmp_path):
     shortest = min(trials, key=lambda t: t.user_attrs["budget"]["steps"])
     for t in (trials[0], shortest):
         rep = reproduce(storage, "tuned", t.number, rtol=1e-9)
-        assert rep.within_tolerance, rep.summary()
+        assert rep.within_tolerance and rep.matches, rep.summary()
         assert len(rep.reproduced_intermediate) == t.user_attrs["budget"]["steps"]
+    # The command line: exit code 0 and the verdict.
+    assert (
+        main(
+            [
+                "reproduce",
+                str(tmp_path / "tune.db"),
+                "--study",
+                "tuned",
+                "--trial",
+                "0",
+                "--rtol",
+                "1e-9",
+            ]
+        )
+        == 0
+    )
+    assert "reproduced" in capsys.readouterr().out
 
 
 def test_inner_tolerance_schedule_loosens_early_solves_and_reaches_the_optimum():

@@ -8,6 +8,7 @@ records it; `reproduce` re-runs a recorded trial and compares.
 from ._distributions import to_optuna_distributions as to_optuna_distributions
 from ._environment import environment as environment
 from ._environment import same_machine as same_machine
+from ._records import EXACT_ATTR as EXACT_ATTR
 from ._records import FORBIDDEN_ATTR as FORBIDDEN_ATTR
 from ._records import FORMAT as FORMAT
 from ._records import Outcome as Outcome

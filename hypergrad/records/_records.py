@@ -58,6 +58,8 @@ from ._storage import (
 FORMAT = 1  # of the attributes above; a reader refuses records from a later format
 FORMAT_ATTR = "hypergrad.format"
 FORBIDDEN_ATTR = "hypergrad.forbidden"
+# False on a trial whose re-run may differ in the last bits even on the same machine.
+EXACT_ATTR = "hypergrad.exact_rerun"
 
 
 class Outcome(NamedTuple):

@@ -21,7 +21,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from ._environment import X64, environment, same_machine
-from ._records import FORMAT, FORMAT_ATTR, Records, call_objective, resolve
+from ._records import EXACT_ATTR, FORMAT, FORMAT_ATTR, Records, call_objective, resolve
 from ._storage import IncompatibleRecordError, RecordsError
 
 DEFAULT_RTOL = 1e-6
@@ -36,6 +36,8 @@ class Reproduction:
       recorded, reproduced: the values (tuples, one entry per objective).
       recorded_intermediate, reproduced_intermediate: the intermediate values.
       same_machine: the re-run ran on the recorded CPU, device and versions.
+      exact_expected: the record promises a bitwise re-run on the same machine (a
+        member of a vmap-ed population, re-run alone, promises only `rtol`).
       exact: every value and intermediate value is bitwise equal.
       within_tolerance: every one is within `rtol`.
       rtol: the tolerance used away from the recorded machine.
@@ -52,16 +54,24 @@ class Reproduction:
     within_tolerance: bool
     rtol: float
     differences: list[str] = field(default_factory=list)
+    exact_expected: bool = True
 
     @property
     def matches(self) -> bool:
-        return self.exact if self.same_machine else self.within_tolerance
+        if self.same_machine and self.exact_expected:
+            return self.exact
+        return self.within_tolerance
 
     def summary(self) -> str:
         if self.exact:
             verdict = "reproduced bit for bit"
         elif self.within_tolerance and not self.same_machine:
             verdict = f"reproduced within rtol={self.rtol:g} (another machine or versions)"
+        elif self.within_tolerance and not self.exact_expected:
+            verdict = (
+                f"reproduced within rtol={self.rtol:g} (a population member re-run alone; "
+                "bitwise equality is not promised)"
+            )
         else:
             verdict = "NOT reproduced"
         lines = [
@@ -180,4 +190,5 @@ def reproduce(storage, study: str | None, trial: int, rtol: float = DEFAULT_RTOL
         within_tolerance=ok_v and ok_i,
         rtol=float(rtol),
         differences=differences,
+        exact_expected=bool(attrs.get(EXACT_ATTR, True)),
     )
