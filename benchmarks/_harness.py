@@ -33,6 +33,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REGISTRY: dict[str, str] = {
     "hypergradient_cost": "benchmarks.hypergradient_cost",
     "regularization": "benchmarks.regularization",
+    "tuning": "benchmarks.tuning",
 }
 
 # Versions recorded in every results file: the stack, then the peers of the `bench` extra.

@@ -1,0 +1,34 @@
+"""Smoke test of `python -m benchmarks run --quick tuning`: the results file holds every
+case with its baseline and ratio. No timing is asserted."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_tuning_benchmark_quick_writes_its_cases(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--quick", "--out", str(tmp_path), "tuning"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    record = json.loads((tmp_path / "tuning.json").read_text())
+    assert record["benchmark"] == "tuning" and record["quick"] is True
+    cases = {c["name"].split("/")[0]: c for c in record["cases"]}
+    assert set(cases) == {"population", "many_hparams", "mixed"}
+    for c in record["cases"]:
+        assert c["baseline"]["name"], c["name"]
+        assert c["ratio"] > 0 and math.isfinite(c["ratio"]), c["name"]
+    # The vmap-ed population computes what the loop computes.
+    assert cases["population"]["figures"]["max_relative_difference_vs_loop"] < 1e-6
+    # Regret is measured against an optimum no method can beat.
+    for c in record["cases"]:
+        if c["name"].startswith("mixed"):
+            assert c["figures"]["final_regret"] >= -1e-9
+            assert c["baseline"]["final_regret"] >= -1e-9
