@@ -446,7 +446,7 @@ def _mixed_cases(cfg):
         }
         for k, curve in runs.items():
             (cold.__setitem__(k, curve) if seed < 0 else methods[k].append(curve))
-    levels = {"time_s": 1e-3, "time_to_1e-5_s": 1e-5}
+    levels = {"time_s": ("reached", 1e-3), "time_to_1e-5_s": ("reached_1e-5", 1e-5)}
 
     def summary(curves, cold_curve):
         regrets = {}
@@ -455,10 +455,10 @@ def _mixed_cases(cfg):
             med = statistics.median(np.inf if r is None else r for r in at)
             regrets[str(t)] = None if not np.isfinite(med) else med
         out = {"median_regret_at_s": regrets}
-        for key, rel in levels.items():
+        for key, (count, rel) in levels.items():
             times = [_first_time(c, optimum + rel * abs(optimum)) for c in curves]
             out[key] = statistics.median(t if t is not None else budget for t in times)
-            out[key.replace("time", "reached")] = sum(t is not None for t in times)
+            out[count] = sum(t is not None for t in times)  # seeds that reached the level
         first = _first_time(cold_curve, optimum + 1e-3 * abs(optimum))
         return {
             **out,
