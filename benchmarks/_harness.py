@@ -235,7 +235,9 @@ def _summary(path: Path) -> str:
     for c in record["cases"]:
         if "goal" in c:
             verdict = "met" if c["met"] else "NOT met"
-            lines.append(f"  {c['name']}: ratio {c['ratio']:.3g} (goal {c['goal']}: {verdict})")
+            # A case may carry a goal but no ratio (a side that never reached a target).
+            ratio = f"ratio {c['ratio']:.3g}" if "ratio" in c else f"no ratio ({c.get('note')})"
+            lines.append(f"  {c['name']}: {ratio} (goal {c['goal']}: {verdict})")
         elif "ratio" in c:
             lines.append(f"  {c['name']}: ratio {c['ratio']:.3g}")
     return "\n".join(lines)
