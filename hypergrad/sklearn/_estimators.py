@@ -346,7 +346,7 @@ class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
         self.C_ = self._to_C(a, p, nf)
         self.coef_ = np.asarray(params["w"])[None, :p]
         self.intercept_ = np.asarray(params["b"]).reshape(1)
-        self.history_ = self._history(res, lambda h: {"C": self._to_C(h["alpha"], p, n)})
+        self.history_ = self._history(res, lambda h: {"C": self._to_C(h["alpha"], p, nf)})
         self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
         return self
 
