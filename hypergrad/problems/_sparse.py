@@ -274,6 +274,13 @@ def elastic_net(
     )
 
 
+def _logistic_l1_default(train: Rows):
+    """A tenth of the smallest L1 penalty that zeroes `w` (the intercept is free)."""
+    wt = train.weight
+    ybar = jnp.sum(wt * train.y) / jnp.sum(wt)
+    return alpha_max(train.X, train.y - ybar, wt) / 10
+
+
 def sparse_logistic(
     X_train,
     y_train,
@@ -296,10 +303,7 @@ def sparse_logistic(
         X_train, y_train, X_val, y_val, X_test, y_test, logistic=True, weights=weights
     )
     p, dtype = train.X.shape[1], train.X.dtype
-    if alpha is None:
-        wt = train.weight
-        ybar = jnp.sum(wt * train.y) / jnp.sum(wt)
-        alpha = alpha_max(train.X, train.y - ybar, wt) / 10
+    alpha = _logistic_l1_default(train) if alpha is None else alpha
     _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
     alpha = jnp.asarray(alpha, dtype)
     if per_feature:
@@ -344,10 +348,7 @@ def elastic_net_logistic(
         X_train, y_train, X_val, y_val, X_test, y_test, logistic=True, weights=weights
     )
     p, dtype = train.X.shape[1], train.X.dtype
-    if alpha1 is None:
-        wt = train.weight
-        ybar = jnp.sum(wt * train.y) / jnp.sum(wt)
-        alpha1 = alpha_max(train.X, train.y - ybar, wt) / 10
+    alpha1 = _logistic_l1_default(train) if alpha1 is None else alpha1
     alpha2 = 1e-2 if alpha2 is None else alpha2
     _check_positive("alpha1", alpha1, lambda s: s == ())
     _check_positive("alpha2", alpha2, lambda s: s == ())

@@ -985,9 +985,13 @@ def _test_value(problem, discrete, hparams, seeds):
     if pbs.test is None:
         return None
 
-    def one(pb):
-        h = {n: jnp.asarray(hparams[n], jnp.result_type(pb.hparams[n])) for n in hparams}
-        sol = solve(pb.inner, pb.init_params, h, pb.train, solver=pb.solver)
-        return pb.outer(sol.params, h, pb.test)
+    h = {n: jnp.asarray(hparams[n], jnp.result_type(pbs.hparams[n])) for n in hparams}
+    return float(jnp.mean(_test_outer(pbs, h)))
 
-    return float(jnp.mean(jax.jit(jax.vmap(one))(pbs)))
+
+@jax.jit
+@functools.partial(jax.vmap, in_axes=(0, None))
+def _test_outer(pb, h):
+    """Each seed's outer objective on its test data at `h` (compiled once per shapes)."""
+    sol = solve(pb.inner, pb.init_params, h, pb.train, solver=pb.solver)
+    return pb.outer(sol.params, h, pb.test)
