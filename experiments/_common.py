@@ -39,6 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks._harness import _plain, _version
+from benchmarks._harness import machine as _harness_machine
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_DIR = RESULTS_DIR / "quick"
 
@@ -233,34 +236,10 @@ def check_report(name: str, report: dict) -> None:
 # --- the results file ---------------------------------------------------------------------
 
 
-def _plain(x):
-    """JSON-ready: arrays and numpy scalars to lists and numbers, non-finite to None."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, str | bool) or x is None:
-        return x
-    if isinstance(x, int):
-        return x
-    arr = np.asarray(x)
-    if arr.ndim:
-        return _plain(arr.tolist())
-    if arr.dtype.kind == "b":
-        return bool(arr)
-    if arr.dtype.kind in "iu":
-        return int(arr)
-    value = float(arr)
-    return value if math.isfinite(value) else None
-
-
 def machine() -> dict:
     """The benchmark harness's machine description (CPU, cores, devices, versions of
     python, jax, jaxlib, numpy, optax, optuna and the peers) plus the paper's tools."""
-    from benchmarks._harness import _version
-    from benchmarks._harness import machine as harness_machine
-
-    out = harness_machine()
+    out = _harness_machine()
     out["versions"].update({p: _version(p) for p in _EXTRA_PACKAGES})
     return out
 
