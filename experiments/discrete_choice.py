@@ -19,12 +19,15 @@ truth), random search and TPE.
 Regret: validation loss of the chosen configuration minus the best by enumeration. A
 "full training" is one training of one configuration (one ridge solve; 300 Adam steps
 of the MLP); the relaxed MLP run counts as one (it is one training of the supernet).
+Seeds: the Gumbel noise (ridge), the supernet's initial weights (MLP), the samplers'
+seeds (search).
 
-`python -m experiments.discrete_choice` writes `experiments/results/discrete_choice.json`.
+References: Jang, Gu and Poole, "Categorical Reparameterization with Gumbel-Softmax",
+ICLR 2017, https://arxiv.org/abs/1611.01144; Liu, Simonyan and Yang, "DARTS:
+Differentiable Architecture Search", ICLR 2019, https://arxiv.org/abs/1806.09055
 """
 
 import itertools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -38,10 +41,19 @@ from hypergrad.problems import BilevelProblem, load
 from hypergrad.solvers import Newton, OptaxSolver
 from hypergrad.tune import online_bilevel
 
-from ._common import softmax_xent, write_results
+from ._common import FAILS, HOLDS, claim, figure, over_seeds, quiet_optuna, series, softmax_xent
+from ._common import source as src
 
-SEEDS = (0, 1, 2, 3, 4)
-BUDGETS = (1, 3, 5, 9)
+TITLE = "Discrete choices by relaxation against enumeration, random search and TPE"
+DARTS = (
+    "Liu, Simonyan, Yang, DARTS: Differentiable Architecture Search, ICLR 2019, "
+    "https://arxiv.org/abs/1806.09055"
+)
+GUMBEL = (
+    "Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, ICLR 2017, "
+    "https://arxiv.org/abs/1611.01144"
+)
+BUDGETS = (1, 2, 3, 5, 9)
 
 # --- ridge on diabetes ------------------------------------------------------------------
 
@@ -52,7 +64,6 @@ MAPS = {
     "signed_sqrt": lambda z: jnp.sign(z) * jnp.sqrt(jnp.abs(z)),
 }
 ALPHA = 1e-2
-RIDGE_STEPS = 30
 
 
 def _ridge_blocks():
@@ -91,7 +102,7 @@ def _ridge_val(scales, train, val):
     return jnp.mean((X @ w - y) ** 2)
 
 
-def _ridge_relaxed(train, val, seed):
+def _ridge_relaxed(train, val, seed, ridge_steps):
     n_deg, n_map = len(DEGREES), len(MAPS)
 
     def loss(logits, key, temperature):
@@ -104,43 +115,46 @@ def _ridge_relaxed(train, val, seed):
 
     @jax.jit
     def step(logits, state, key, t):
-        temperature = relax.annealed_temperature(t, initial=1.0, final=0.1, num_steps=RIDGE_STEPS)
+        temperature = relax.annealed_temperature(t, initial=1.0, final=0.1, num_steps=ridge_steps)
         value, g = jax.value_and_grad(loss)(logits, key, temperature)
         u, state = opt.update(g, state, logits)
         return optax.apply_updates(logits, u), state, value
 
     logits = {"degree": jnp.zeros(n_deg), "map": jnp.zeros(n_map)}
     state = opt.init(logits)
-    keys = jax.random.split(jax.random.key(seed), RIDGE_STEPS)
-    for t in range(RIDGE_STEPS):
+    keys = jax.random.split(jax.random.key(seed), ridge_steps)
+    for t in range(ridge_steps):
         logits, state, relaxed_value = step(logits, state, keys[t], t)
     d, m = int(jnp.argmax(logits["degree"])), int(jnp.argmax(logits["map"]))
-    return d * n_map + m, float(relaxed_value), RIDGE_STEPS
+    return d * n_map + m, float(relaxed_value), ridge_steps
 
 
 # --- MLP on digits ------------------------------------------------------------------------
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}
 WIDTHS = (16, 32, 64)
-MLP_STEPS, MLP_LR = 300, 1e-2
+MLP_LR = 1e-2
 # eps_root keeps Adam differentiable where a gradient entry is exactly zero (the digits
 # have constant pixels): d sqrt(v) / dv is infinite at v = 0 and gives NaN hypergradients.
 MLP_OPTIMIZER = optax.adam(MLP_LR, eps_root=1e-12)
+
+
+def _mlp_params(seed):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    p, H = 64, max(WIDTHS)
+    return {
+        "W1": jax.random.normal(k1, (p, H)) / np.sqrt(p),
+        "b1": jnp.zeros(H),
+        "W2": jax.random.normal(k2, (H, 10)) / np.sqrt(H),
+        "b2": jnp.zeros(10),
+    }
 
 
 def _mlp_parts():
     d = load("digits", seed=0)
     train = (jnp.asarray(d.X_train, jnp.float32), jnp.asarray(d.y_train, jnp.int32))
     val = (jnp.asarray(d.X_val, jnp.float32), jnp.asarray(d.y_val, jnp.int32))
-    k1, k2 = jax.random.split(jax.random.key(0))
-    p, H = train[0].shape[1], max(WIDTHS)
-    params = {
-        "W1": jax.random.normal(k1, (p, H)) / np.sqrt(p),
-        "b1": jnp.zeros(H),
-        "W2": jax.random.normal(k2, (H, 10)) / np.sqrt(H),
-        "b2": jnp.zeros(10),
-    }
-    return params, train, val
+    return _mlp_params(0), train, val
 
 
 def _mlp_apply(params, act_weights, width_mask, X):
@@ -172,7 +186,7 @@ def _softmaxes(h):
     return r.weights(None, h["act"], 1.0), r.weights(None, h["width"], 1.0)
 
 
-def _mlp_table(params, train, val):
+def _mlp_table(params, train, val, mlp_steps):
     """Enumeration: every configuration trained once (one vmapped program)."""
     configs = list(itertools.product(range(len(ACTIVATIONS)), range(len(WIDTHS))))
     h = {
@@ -180,7 +194,7 @@ def _mlp_table(params, train, val):
         "width": jnp.stack([jax.nn.one_hot(w, len(WIDTHS)) for _, w in configs]),
     }
     inner = _mlp_loss_of(_onehots)
-    solver = OptaxSolver(MLP_OPTIMIZER, max_steps=MLP_STEPS, tol=None)
+    solver = OptaxSolver(MLP_OPTIMIZER, max_steps=mlp_steps, tol=None)
 
     def one(hh):
         sol = hg.solvers.run(solver, inner, params, hh, train)
@@ -189,7 +203,7 @@ def _mlp_table(params, train, val):
     return np.asarray(jax.jit(jax.vmap(one))(h))
 
 
-def _mlp_relaxed(params, train, val):
+def _mlp_relaxed(params, train, val, mlp_steps):
     inner = _mlp_loss_of(_softmaxes)
     problem = BilevelProblem(
         inner=inner,
@@ -203,10 +217,10 @@ def _mlp_relaxed(params, train, val):
         problem,
         problem.hparams,
         outer_optimizer=optax.adam(0.05),
-        num_steps=MLP_STEPS // 2,
+        num_steps=mlp_steps // 2,
         inner_steps=1,
         lookahead=1,
-        solver=OptaxSolver(MLP_OPTIMIZER, max_steps=MLP_STEPS, tol=None),
+        solver=OptaxSolver(MLP_OPTIMIZER, max_steps=mlp_steps, tol=None),
         to_unconstrained=lambda h: h,
         from_unconstrained=lambda u: u,
     )
@@ -223,7 +237,7 @@ def _mlp_relaxed(params, train, val):
 def _search_regret(table, dims, sampler_factory, seed, budget):
     """Best validation loss found in `budget` trainings, as regret; trainings are table
     look-ups of the same deterministic trainings the enumeration ran."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     study = optuna.create_study(sampler=sampler_factory(seed))
     names = list(dims)
 
@@ -235,97 +249,159 @@ def _search_regret(table, dims, sampler_factory, seed, budget):
     return float(study.best_value - table.min())
 
 
-def _baselines(table, dims):
-    out = {}
-    samplers = {
-        "random": lambda s: optuna.samplers.RandomSampler(seed=s),
-        "tpe": lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=2),
+SAMPLERS = {
+    "random": lambda s: optuna.samplers.RandomSampler(seed=s),
+    "tpe": lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=2),
+}
+
+
+def _baselines(table, dims, seeds):
+    """Regret per sampler, budget and seed."""
+    return {
+        name: {b: [_search_regret(table, dims, factory, s, b) for s in seeds] for b in BUDGETS}
+        for name, factory in SAMPLERS.items()
     }
-    for name, factory in samplers.items():
-        out[name] = {
-            f"budget_{b}": {
-                "median_regret": float(
-                    np.median([_search_regret(table, dims, factory, s, b) for s in SEEDS])
-                ),
-                "full_trainings": b,
-            }
-            for b in BUDGETS
-        }
+
+
+def _search_series(search):
+    out = []
+    for name, by_budget in search.items():
+        stats = [over_seeds(by_budget[b]) for b in BUDGETS]
+        out.append(
+            series(
+                name,
+                list(BUDGETS),
+                [s["value"] for s in stats],
+                low=[s["low"] for s in stats],
+                high=[s["high"] for s in stats],
+            )
+        )
     return out
 
 
-def main():
-    started = time.time()
+def run(quick: bool = False) -> dict:
+    seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
+    ridge_steps, mlp_steps = (6, 40) if quick else (30, 300)
     jax.config.update("jax_enable_x64", True)
     names_ridge = [f"degree={d},map={m}" for d, m in itertools.product(DEGREES, MAPS)]
     train, val = _ridge_blocks()
     eye = jnp.eye(len(names_ridge))
     table = np.asarray(jax.jit(jax.vmap(lambda s: _ridge_val(s, train, val)))(eye))
-    runs = [_ridge_relaxed(train, val, s) for s in SEEDS]
+    runs = [_ridge_relaxed(train, val, s, ridge_steps) for s in seeds]
+    ridge_regret = [float(table[c] - table.min()) for c, _, _ in runs]
+    ridge_search = _baselines(table, {"degree": len(DEGREES), "map": len(MAPS)}, seeds)
     ridge = {
         "configurations": names_ridge,
         "enumeration_val_mse": table,
         "best": names_ridge[int(table.argmin())],
-        "enumeration_full_trainings": len(names_ridge),
-        "relaxation": {
-            "choices": [names_ridge[c] for c, _, _ in runs],
-            "relaxed_val_mse_last_step": [r for _, r, _ in runs],
-            "exact_val_mse_of_choice": [float(table[c]) for c, _, _ in runs],
-            "regret": [float(table[c] - table.min()) for c, _, _ in runs],
-            "median_regret": float(np.median([table[c] - table.min() for c, _, _ in runs])),
-            "full_trainings": RIDGE_STEPS + 1,
-            "method": f"straight-through Gumbel-softmax, {RIDGE_STEPS} Adam steps on the "
-            "logits, temperature 1 -> 0.1, one sample per step, then one exact evaluation",
-        },
-        "search": _baselines(table, {"degree": len(DEGREES), "map": len(MAPS)}),
+        "relaxation_choices": [names_ridge[c] for c, _, _ in runs],
+        "relaxation_regret": ridge_regret,
+        "relaxation_full_trainings": ridge_steps + 1,
+        "search_regret": {k: {str(b): v for b, v in d.items()} for k, d in ridge_search.items()},
     }
-    print("ridge table", np.round(table, 4), ridge["best"])
-    print("ridge relaxation", ridge["relaxation"]["choices"], ridge["relaxation"]["regret"])
+    print("ridge", ridge["best"], ridge["relaxation_choices"], ridge_regret)
 
     jax.config.update("jax_enable_x64", False)
     params, mtrain, mval = _mlp_parts()
     names_mlp = [f"act={a},width={w}" for a, w in itertools.product(ACTIVATIONS, WIDTHS)]
-    mtable = _mlp_table(params, mtrain, mval)
-    choice, relaxed_value, logits = _mlp_relaxed(params, mtrain, mval)
+    mtable = _mlp_table(params, mtrain, mval, mlp_steps)
+    mlp_runs = [_mlp_relaxed(_mlp_params(s), mtrain, mval, mlp_steps) for s in seeds]
+    mlp_regret = [float(mtable[c] - mtable.min()) for c, _, _ in mlp_runs]
+    mlp_search = _baselines(mtable, {"act": len(ACTIVATIONS), "width": len(WIDTHS)}, seeds)
     mlp = {
         "configurations": names_mlp,
         "enumeration_val_loss": mtable,
         "best": names_mlp[int(mtable.argmin())],
-        "enumeration_full_trainings": len(names_mlp),
-        "relaxation": {
-            "choice": names_mlp[choice],
-            "final_logits": logits,
-            "relaxed_val_loss": relaxed_value,
-            "exact_val_loss_of_choice": float(mtable[choice]),
-            "regret": float(mtable[choice] - mtable.min()),
-            "full_trainings": 2,
-            "method": "softmax mixture of activations and soft width mask, one supernet "
-            "training with a one-step-lookahead hypergradient step on the logits after "
-            "every inner step (online_bilevel), then the argmax configuration retrained",
-        },
-        "search": _baselines(mtable, {"act": len(ACTIVATIONS), "width": len(WIDTHS)}),
+        "relaxation_choices": [names_mlp[c] for c, _, _ in mlp_runs],
+        "relaxation_final_logits": [h for _, _, h in mlp_runs],
+        "relaxation_regret": mlp_regret,
+        "relaxation_full_trainings": 2,
+        "search_regret": {k: {str(b): v for b, v in d.items()} for k, d in mlp_search.items()},
     }
-    print("mlp table", np.round(mtable, 4), mlp["best"])
-    print("mlp relaxation", mlp["relaxation"]["choice"], mlp["relaxation"]["regret"])
-    path = write_results(
-        "discrete_choice",
-        {
-            "settings": {
-                "seeds": list(SEEDS),
-                "budgets": list(BUDGETS),
-                "ridge": f"diabetes, 50/25/25 split seed 0, alpha={ALPHA}, y standardized",
-                "mlp": f"digits, 64-H-10, Adam({MLP_LR}) full batch for {MLP_STEPS} steps, "
-                "init seed 0 (a width-w net is the 64-unit net with units >= w masked)",
-                "regret": "validation loss of the chosen configuration minus the best by "
-                "enumeration; search baselines report the median over seeds",
-            },
-            "ridge_diabetes": ridge,
-            "mlp_digits": mlp,
+    print("mlp", mlp["best"], mlp["relaxation_choices"], mlp_regret)
+
+    r_ridge, r_mlp = over_seeds(ridge_regret), over_seeds(mlp_regret)
+    rand_ridge_9 = over_seeds(ridge_search["random"][9])
+    rand_mlp_2 = over_seeds(mlp_search["random"][2])
+    tpe_mlp_2 = over_seeds(mlp_search["tpe"][2])
+    claims = [
+        claim(
+            "ridge_relaxation_vs_search",
+            "A straight-through Gumbel-softmax relaxation of two categorical choices (ridge "
+            "on diabetes: degree x feature map) finds a configuration as good as random "
+            "search does with no more full trainings.",
+            source=src(
+                "Jang 2017",
+                value="straight-through Gumbel-softmax trains categorical choices by gradient",
+                reference=GUMBEL,
+            ),
+            ours=r_ridge,
+            verdict=HOLDS if r_ridge["value"] <= rand_ridge_9["value"] else FAILS,
+            reason=f"relaxation: regret after {ridge_steps + 1} full trainings; random "
+            f"search reaches regret {rand_ridge_9['value']:.3g} (mean over seeds) after "
+            f"{BUDGETS[-1]}, the whole grid: with {len(names_ridge)} configurations, "
+            "enumeration is cheaper than any relaxation",
+            random_regret_at_9=rand_ridge_9,
+        ),
+        claim(
+            "mlp_relaxation_vs_search",
+            "A DARTS-like relaxation (softmax mixture of activations, soft width mask, one "
+            "supernet training with online hypergradient steps on the logits) picks an MLP "
+            "configuration on digits at least as good as random search with the same two "
+            "full trainings.",
+            source=src(
+                "Liu 2019 (DARTS)",
+                value="architecture search by a continuous relaxation at a fraction of the "
+                "cost of black-box search",
+                reference=DARTS,
+            ),
+            ours=r_mlp,
+            verdict=HOLDS if r_mlp["value"] <= rand_mlp_2["value"] else FAILS,
+            reason=f"regret after 2 full trainings (supernet + retraining), mean over "
+            f"{len(seeds)} supernet initializations, against random search's "
+            f"{rand_mlp_2['value']:.3g} [{rand_mlp_2['low']:.3g}, {rand_mlp_2['high']:.3g}] "
+            f"and TPE's {tpe_mlp_2['value']:.3g} after 2 trainings",
+            random_regret_at_2=rand_mlp_2,
+            tpe_regret_at_2=tpe_mlp_2,
+        ),
+    ]
+    figures = []
+    for key, res, regret, cost in (
+        ("ridge", ridge_search, r_ridge, ridge_steps + 1),
+        ("mlp", mlp_search, r_mlp, 2),
+    ):
+        figures.append(
+            figure(
+                f"{key}_regret",
+                f"{key}: regret against full trainings",
+                xlabel="full trainings",
+                ylabel="regret (validation loss above the best)",
+                series=_search_series(res)
+                + [
+                    series(
+                        "relaxation",
+                        [cost],
+                        [regret["value"]],
+                        low=[regret["low"]],
+                        high=[regret["high"]],
+                    )
+                ],
+                kind="scatter",
+                caption="Means over seeds with 95% intervals.",
+            )
+        )
+    return {
+        "seeds": seeds,
+        "settings": {
+            "budgets": list(BUDGETS),
+            "ridge": f"diabetes, 50/25/25 split seed 0, alpha={ALPHA}, y standardized; "
+            f"{ridge_steps} Adam steps on the logits, temperature 1 -> 0.1",
+            "mlp": f"digits, 64-H-10, Adam({MLP_LR}) full batch for {mlp_steps} steps, "
+            "enumeration from init seed 0 (a width-w net is the 64-unit net with units >= w "
+            "masked); supernet from init seed s",
+            "regret": "validation loss of the chosen configuration minus the best by enumeration",
         },
-        started,
-    )
-    print("wrote", path)
-
-
-if __name__ == "__main__":
-    main()
+        "claims": claims,
+        "figures": figures,
+        "data": {"ridge_diabetes": ridge, "mlp_digits": mlp},
+    }
