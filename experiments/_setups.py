@@ -8,6 +8,8 @@ step `1 / L` contracts; `exact_hypergradient(problem, hparams)` is the reference
 Newton solve to a gradient norm of 1e-13 and a dense Cholesky solve of the adjoint.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,8 +53,20 @@ def cosine(g, ref):
     return float(g @ ref / (jnp.linalg.norm(g) * jnp.linalg.norm(ref)))
 
 
+@jax.jit
+def _hessian(problem, hparams, params):
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda x: problem.inner(unravel(x), hparams, problem.train))(flat)
+
+
 def hessian_eigenvalues(problem, hparams, params):
     """The eigenvalues of the inner objective's Hessian at `params` (dense, ascending)."""
-    flat, unravel = ravel_pytree(params)
-    H = jax.hessian(lambda x: problem.inner(unravel(x), hparams, problem.train))(flat)
-    return np.linalg.eigvalsh(np.asarray(H))
+    return np.linalg.eigvalsh(np.asarray(_hessian(problem, hparams, params)))
+
+
+@partial(jax.jit, static_argnames="solver")
+def solve_inner(problem, hparams, solver):
+    """The inner solution by `solver` (compiled once per problem shape and solver)."""
+    return hg.solve(
+        problem.inner, problem.init_params, hparams, problem.train, solver=solver
+    ).params
