@@ -360,7 +360,12 @@ def run(quick: bool = False) -> dict:
             reason=f"regret after 2 full trainings (supernet + retraining), mean over "
             f"{len(seeds)} supernet initializations, against random search's "
             f"{rand_mlp_2['value']:.3g} [{rand_mlp_2['low']:.3g}, {rand_mlp_2['high']:.3g}] "
-            f"and TPE's {tpe_mlp_2['value']:.3g} after 2 trainings",
+            f"and TPE's {tpe_mlp_2['value']:.3g} after 2 trainings"
+            + (
+                " (the intervals overlap: no significant difference)"
+                if r_mlp["high"] >= rand_mlp_2["low"] and rand_mlp_2["high"] >= r_mlp["low"]
+                else ""
+            ),
             random_regret_at_2=rand_mlp_2,
             tpe_regret_at_2=tpe_mlp_2,
         ),
