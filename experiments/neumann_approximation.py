@@ -108,7 +108,7 @@ def _cosines(problems, solver):
     # solver compiles once.
     step = 1.0 / max(e[-1] for e in eigs)
     approx = {f"neumann_{k}": hg.Neumann(k, step) for k in TERMS}
-    approx[f"cg_{CG_ITERS}"] = hg.CG(tol=0.0, maxiter=CG_ITERS)
+    approx[f"cg_{CG_ITERS}"] = hg.CG(tol=1e-13, maxiter=CG_ITERS)
     exact_fn = _flat_grad(solver, hg.Dense())
     exact = [exact_fn(pr, pr.hparams, w) for pr, w in zip(problems, solved, strict=True)]
     out = {}
