@@ -411,7 +411,7 @@ def test_seed_robustness_counts_and_intervals():
     assert m.chosen == 0 and m.in_top_k.tolist() == r.in_top_k.tolist()
     with pytest.raises(ValueError, match="values must be finite"):
         analysis.seed_robustness([[1.0, np.nan]])
-    with pytest.raises(ValueError, match="top_k must be a positive int, got top_k=0"):
+    with pytest.raises(ValueError, match="top_k must be an int of at least 1, got top_k=0"):
         analysis.seed_robustness(v, top_k=0)
 
 

@@ -39,6 +39,8 @@ from optuna.importance import (
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from ._checks import as_study, check_objective
+
 EVALUATORS = ("fanova", "ped_anova")
 
 
@@ -65,14 +67,6 @@ class Importance(NamedTuple):
     error: str | None = None
 
 
-def _study(study) -> optuna.Study:
-    # A hypergrad `Records` holds its study; anything else must be a study.
-    study = getattr(study, "study", study)
-    if not isinstance(study, optuna.Study):
-        raise TypeError(f"study must be an optuna.Study or hypergrad Records, got {study!r}")
-    return study
-
-
 def make_evaluator(name: str, seed: int | None = 0) -> optuna.importance.BaseImportanceEvaluator:
     """Optuna's evaluator by name, with its default settings (fANOVA seeded by `seed`)."""
     if name == "fanova":
@@ -90,8 +84,7 @@ def _target(study: optuna.Study, evaluator: str, objective: int | None):
                 f"the study has {n} objectives: pass objective= (0 to {n - 1}) for fANOVA"
             )
         return None
-    if isinstance(objective, bool) or not isinstance(objective, int) or not 0 <= objective < n:
-        raise ValueError(f"objective must be an int in [0, {n - 1}], got objective={objective!r}")
+    check_objective(study, objective)
     if n == 1:
         return None  # the study's own value and direction, as Optuna reads them
     flip = evaluator == "ped_anova" and study.directions[objective] == StudyDirection.MAXIMIZE
@@ -138,7 +131,7 @@ def param_importances(
       >>> next(iter(imp)), imp == optuna.importance.get_param_importances(study)
       ('x', True)
     """
-    study = _study(study)
+    study = as_study(study)
     target = _target(study, evaluator, objective)
     ev = make_evaluator(evaluator, seed)
     with warnings.catch_warnings():
@@ -176,7 +169,7 @@ def importances(
     scikit-learn) gives an `Importance` whose `error` says why, not an exception, so a
     report shows the rest.
     """
-    study = _study(study)
+    study = as_study(study)
     for name in evaluators:
         if name not in EVALUATORS:
             raise ValueError(f"evaluators must be among {EVALUATORS}, got {name!r}")

@@ -39,14 +39,19 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from .._bilevel import BilevelProblem
 from ..methods import outer_loss
 from ..problems import fold_indices
 from ..tune import aggregate_seeds
+from ._checks import check_int, direction_sign
 
 GAP_THRESHOLD = 0.10
+
+# Compiled once per problem structure (solvers and methods are equal by configuration).
+_outer_loss = jax.jit(outer_loss, static_argnames=("solver", "method", "split"))
 
 
 class ValidationOverfitWarning(UserWarning):
@@ -95,12 +100,6 @@ def _check_threshold(threshold) -> None:
         raise ValueError(f"threshold must be a non-negative number, got threshold={threshold!r}")
 
 
-def _sign(direction: str) -> float:
-    if direction not in ("minimize", "maximize"):
-        raise ValueError(f"direction must be 'minimize' or 'maximize', got direction={direction!r}")
-    return 1.0 if direction == "minimize" else -1.0
-
-
 def _standard_error(val_losses, test_losses) -> float:
     a = np.asarray(val_losses, np.float64).reshape(-1)
     b = np.asarray(test_losses, np.float64).reshape(-1)
@@ -138,7 +137,7 @@ def validation_gap(
       >>> round(g.gap, 3), round(g.relative_gap, 3), g.exceeds
       (0.05, 0.25, True)
     """
-    sign = _sign(direction)
+    sign = direction_sign(direction)
     _check_threshold(threshold)
     for name, v in (("val", val), ("test", test)):
         if not (isinstance(v, int | float | np.floating) and math.isfinite(v)):
@@ -181,8 +180,8 @@ def held_out_recheck(
             f"problem {problem.name!r} has no test data: build it with X_test, y_test to "
             "re-check the chosen configuration on held-out rows"
         )
-    val = float(outer_loss(problem, hparams, solver=solver, method=method, split="val"))
-    test = float(outer_loss(problem, hparams, solver=solver, method=method, split="test"))
+    val = float(_outer_loss(problem, hparams, solver=solver, method=method, split="val"))
+    test = float(_outer_loss(problem, hparams, solver=solver, method=method, split="test"))
     return validation_gap(val, test, threshold=threshold, warn=warn)
 
 
@@ -246,9 +245,8 @@ def nested_cv(
       >>> len(r.configs), bool(r.mean_gap > 0)
       (5, True)
     """
-    sign = _sign(direction)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int of at least 2 rows, got n={n!r}")
+    sign = direction_sign(direction)
+    check_int("n", n, 2)
     configs, vals, tests = [], [], []
     for train_idx, test_idx in fold_indices(n, folds, seed):
         config, val = select(train_idx)

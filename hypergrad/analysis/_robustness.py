@@ -32,12 +32,7 @@ import numpy as np
 import scipy.stats
 
 from ..tune import aggregate_seeds
-
-
-def _sign(direction: str) -> float:
-    if direction not in ("minimize", "maximize"):
-        raise ValueError(f"direction must be 'minimize' or 'maximize', got direction={direction!r}")
-    return 1.0 if direction == "minimize" else -1.0
+from ._checks import check_int, direction_sign
 
 
 def _check_confidence(confidence) -> None:
@@ -85,7 +80,7 @@ def probability_better(
       >>> round(probability_better([1.0, 2.0], [1.5, 1.5]).estimate, 3)
       0.5
     """
-    sign = _sign(direction)
+    sign = direction_sign(direction)
     _check_confidence(confidence)
     x = sign * np.asarray(chosen, np.float64).reshape(-1)
     y = sign * np.asarray(competitor, np.float64).reshape(-1)
@@ -200,7 +195,7 @@ def seed_robustness(
       >>> int(r.chosen), r.in_top_k.round(2).tolist()
       (0, [0.67, 0.0, 0.33])
     """
-    sign = _sign(direction)
+    sign = direction_sign(direction)
     _check_confidence(confidence)
     v = np.asarray(values, np.float64)
     if v.ndim != 2 or v.shape[0] < 1 or v.shape[1] < 1:
@@ -209,8 +204,7 @@ def seed_robustness(
         )
     if not np.all(np.isfinite(v)):
         raise ValueError("values must be finite; drop the diverged runs first")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got top_k={top_k!r}")
+    check_int("top_k", top_k)
     n, s = v.shape
     k = min(top_k, n)
     summary = aggregate_seeds(sign * v, confidence=confidence)

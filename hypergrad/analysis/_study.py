@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from .._bilevel import BilevelProblem
 from ..records import Outcome, RecordsError, resolve, trial_seed
 from ..space import Real, Space
+from ._checks import as_study, check_int, check_objective
 
 # The user attributes an objective's `Outcome.attrs` become (`result.` + key).
 TEST_VALUE_ATTR = "result.test_value"
@@ -63,20 +64,6 @@ class SeedTable(NamedTuple):
     source: str
 
 
-def _study(study) -> optuna.Study:
-    study = getattr(study, "study", study)
-    if not isinstance(study, optuna.Study):
-        raise TypeError(f"study must be an optuna.Study or hypergrad Records, got {study!r}")
-    return study
-
-
-def _check_objective(study: optuna.Study, objective) -> int:
-    n = len(study.directions)
-    if isinstance(objective, bool) or not isinstance(objective, int) or not 0 <= objective < n:
-        raise ValueError(f"objective must be an int in [0, {n - 1}], got objective={objective!r}")
-    return objective
-
-
 def _complete(study: optuna.Study, objective: int):
     return [
         t
@@ -93,8 +80,8 @@ def _pick(value, objective: int):
 
 def seed_table(study, objective: int = 0) -> SeedTable | None:
     """The configurations of `study` that ran on several seeds; see the module."""
-    study = _study(study)
-    objective = _check_objective(study, objective)
+    study = as_study(study)
+    objective = check_objective(study, objective)
     trials = _complete(study, objective)
     members = [t for t in trials if isinstance(t.user_attrs.get(PER_SEED_ATTR), list)]
     if members and len(study.directions) == 1:
@@ -147,11 +134,10 @@ def reseed(records, *, top: int = 5, seeds: int = 5, objective: int = 0) -> Seed
     Raises:
       RecordsError: the best trials record no importable objective.
     """
-    study = _study(records)
-    objective = _check_objective(study, objective)
-    for name, v in (("top", top), ("seeds", seeds)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {name}={v!r}")
+    study = as_study(records)
+    objective = check_objective(study, objective)
+    check_int("top", top)
+    check_int("seeds", seeds)
     sign = 1.0 if study.directions[objective] == optuna.study.StudyDirection.MINIMIZE else -1.0
     best = sorted(_complete(study, objective), key=lambda t: sign * t.values[objective])
     chosen, seen = [], set()
@@ -188,8 +174,8 @@ def reseed(records, *, top: int = 5, seeds: int = 5, objective: int = 0) -> Seed
 
 def test_values(study, objective: int = 0) -> list[tuple[int, float, float]]:
     """`(trial number, validation value, test value)` of the trials that recorded one."""
-    study = _study(study)
-    objective = _check_objective(study, objective)
+    study = as_study(study)
+    objective = check_objective(study, objective)
     out = []
     for t in _complete(study, objective):
         test = _pick(t.user_attrs.get(TEST_VALUE_ATTR), objective)

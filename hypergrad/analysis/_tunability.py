@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from ..space import Categorical, Int, Space
+from ._checks import check_int, direction_sign
 
 
 class Tunability(NamedTuple):
@@ -150,17 +151,14 @@ def tunability(
       >>> t.ranking(), t.mean()["b"]
       (['a', 'b'], 0.0)
     """
-    if direction not in ("minimize", "maximize"):
-        raise ValueError(f"direction must be 'minimize' or 'maximize', got direction={direction!r}")
-    sign = 1.0 if direction == "minimize" else -1.0
+    sign = direction_sign(direction)
     if not isinstance(space, Space):
         raise TypeError(f"space must be a hypergrad.space.Space, got space={space!r}")
     datasets = list(datasets)
     if not datasets:
         raise ValueError("datasets must name at least one data set")
-    for name, v, low in (("candidates", candidates, 1), ("resolution", resolution, 2)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int of at least {low}, got {name}={v!r}")
+    check_int("candidates", candidates)
+    check_int("resolution", resolution, 2)
     configs = space.sample_configs(jax.random.key(seed), candidates)
     if default is not None:
         configs.insert(0, space.validate(default, "default"))

@@ -3,7 +3,9 @@
 Prints a table of a study's trials (number, state, value(s), budget, seed, wall time,
 inner solves, configuration) and its best value(s) (the Pareto front for several
 objectives), and writes Optuna's matplotlib plots: `history.png` (optimization history)
-and `params.png` (each parameter against the value), one pair per objective.
+and `params.png` (each parameter against the value), one pair per objective. Then the
+analysis sections (`_report_analysis`: importance, sensitivity, seed robustness, the
+validation-test gap), as text, as JSON with `--json PATH` and as plots.
 
 Exit codes: 0 done; 2 the storage or study cannot be read, or matplotlib is missing
 (the message says so; `--no-plots` prints the table alone).
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
+from . import _report_analysis
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--study", default=None, help="the study (needed if there are several)")
     p.add_argument("--out", default=None, help="folder for the plots (default report-STUDY)")
     p.add_argument("--no-plots", action="store_true", help="print the table only")
+    _report_analysis.add_arguments(p)  # importance, sensitivity, seeds, gap; --json
     p.set_defaults(func=_main)
 
 
@@ -149,4 +154,4 @@ def _main(args) -> int:
             print(f"hypergrad report: {e}", file=sys.stderr)
             return 2
         print("plots: " + ", ".join(str(p) for p in paths))
-    return 0
+    return _report_analysis.run(records, args, Path(args.out or f"report-{records.name}"))
