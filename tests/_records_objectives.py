@@ -118,6 +118,40 @@ def ridge_gradient(config, *, seed):
     )
 
 
+# Spaces of the tests of several workers: a 12-point grid at resolution 2 (3 x 2 x 2) for
+# fault injection, a 40-point grid at resolution 5 (2 x 4 x 5) for four workers.
+FAULT_SPACE = Space(
+    {
+        "opt": Categorical(("sgd", "adam", "lbfgs")),
+        "layers": Int(1, 4),
+        "lr": Real(1e-4, 1e-1, log=True),
+    }
+)
+GRID40_SPACE = Space(
+    {
+        "opt": Categorical(("sgd", "adam")),
+        "layers": Int(1, 4),
+        "lr": Real(1e-4, 1e-1, log=True),
+    }
+)
+
+
+def gated_toy(config, *, seed):
+    """`toy`, whose first call in each process says so in the folder `HG_READY_DIR` and
+    waits for the file `HG_GO`, so that workers started one by one run together."""
+    import os
+    import time
+
+    ready = os.path.join(os.environ["HG_READY_DIR"], str(os.getpid()))
+    if not os.path.exists(ready):
+        open(ready, "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.environ["HG_GO"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    time.sleep(0.005)
+    return toy_value(config)
+
+
 def failing(config, *, seed):
     raise RuntimeError("the objective broke")
 

@@ -120,3 +120,59 @@ def test_reproduce_command_reports_a_mismatch(storage, tmp_path, capsys):
     assert main(["reproduce", str(path), "--study", "m", "--trial", str(number)]) == 1
     assert "NOT reproduced" in capsys.readouterr().out
     assert jax.config.jax_enable_x64  # reproduce restored the process's precision
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.db", "", "it is an empty file, not an Optuna storage"),
+        ("notes.db", "some notes\n", "it is not a SQLite database (it begins b'some notes"),
+        ("server.log", "12:00 started\n", "it is not an Optuna journal file (line 1 is"),
+        ("new.log", '{"op_code": 99, "worker_id": "w"}\n', "op_code 99, which optuna"),
+    ],
+)
+def test_report_says_what_the_file_is_and_leaves_it_alone(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    assert main(["report", str(path), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err and "AssertionError" not in err
+    assert path.read_text() == content  # a read-only command wrote nothing
+
+
+def test_report_and_reproduce_do_not_write_the_storage(storage, capsys):
+    before = _digest(storage)
+    assert main(["report", str(storage), "--study", "toy", "--no-plots"]) == 0
+    assert main(["reproduce", str(storage), "--study", "toy", "--trial", "1"]) == 0
+    capsys.readouterr()
+    assert _digest(storage) == before
+
+
+def test_report_into_a_closed_pipe_is_quiet(storage):
+    """`hypergrad report ... | head`: the reader goes away; no traceback, exit 141."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "import sys; from hypergrad.cli import main; sys.exit(main())"]
+            + ["report", str(storage), "--study", "toy", "--no-plots"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr

@@ -3,6 +3,7 @@ Optuna's own tools on the studies, and re-running a trial from its record."""
 
 import doctest
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -243,13 +244,16 @@ def test_unreadable_storage_is_a_clear_error(tmp_path):
     garbage.write_text("this is not a database " * 100)
     with pytest.raises(
         StorageError,
-        match=r"cannot read storage '.*garbage.db': file is not "
-        r"a database",
+        match=r"cannot read storage '.*garbage.db': it is not a SQLite database \(it begins "
+        r"b'this is not a da'\); expected an Optuna SQLite file, or a journal file named",
     ):
         Records.open(garbage, "s")
     bad_journal = tmp_path / "garbage.log"
     bad_journal.write_text("not json\n{}\n")
-    with pytest.raises(StorageError, match=r"'.*garbage.log': not an Optuna journal file"):
+    with pytest.raises(
+        StorageError,
+        match=r"'.*garbage.log': it is not an Optuna journal file \(line 1 is b'not json'",
+    ):
         Records.open(bad_journal, "s")
     with pytest.raises(StorageError, match=r"it is a directory"):
         Records.open(tmp_path, "s")
@@ -428,3 +432,151 @@ def test_optuna_dashboard_reads_the_studies(recorded):
         assert {"seed", "objective", "versions.jax", "git_commit", "command"} <= keys
     curve = [v["value"] for v in trials[number]["intermediate_values"]]
     assert curve == list(outcome.intermediate)
+
+
+# -- storages: what is there, read-only, every trial's worker ---------------------------
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_read_only_opens_write_nothing(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StorageError, match=r"'.*empty.db': it is an empty file, not an Optuna"):
+        Records.open(empty, "s", read_only=True)
+    with pytest.raises(StorageError, match="it is an empty file"):
+        reproduce(empty, "s", 0)
+    assert empty.stat().st_size == 0  # Optuna would have written its schema into it
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("create table notes (x)")
+    con.commit()
+    con.close()
+    before = _digest(other)
+    with pytest.raises(StorageError, match=r"a SQLite database without Optuna's tables \(it has"):
+        Records.open(other, "s", read_only=True)
+    assert _digest(other) == before
+    with pytest.raises(StorageError, match=r"no storage at '.*missing.db'"):
+        Records.open(f"sqlite:///{tmp_path / 'missing.db'}", "s", read_only=True)
+    assert not (tmp_path / "missing.db").exists()
+
+    for name in ("runs.db", "runs.log"):
+        path = tmp_path / name
+        number, _ = record_trial(
+            Records.open(path, "s"), toy, {"opt": "adam", "layers": 2, "lr": 0.01}, space=TOY_SPACE
+        )
+        before = _digest(path)
+        records = Records.open(path, "s", read_only=True)
+        assert [t.number for t in records.trials()] == [number] and records.read_only
+        assert reproduce(path, "s", number).exact
+        for method, args in (
+            ("start", ({"x": 1.0},)),
+            ("fail", (number, "no")),
+            ("annotate", (number,)),
+            ("fail_stale", ()),
+        ):
+            with pytest.raises(RecordsError, match=r"study 's' in .* was opened read-only"):
+                getattr(records, method)(*args)
+        assert _digest(path) == before
+
+
+def test_journal_errors_say_what_the_file_is(tmp_path):
+    text_log = tmp_path / "server.log"
+    text_log.write_text("2024-01-01 12:00 server started\n")
+    for read_only in (False, True):
+        with pytest.raises(
+            StorageError,
+            match=r"'.*server.log': it is not an Optuna journal file \(line 1 is "
+            r"b'2024-01-01 12:00 server started'",
+        ):
+            Records.open(text_log, "s", read_only=read_only)
+    one_line = tmp_path / "one.log"
+    one_line.write_text("hello")  # no newline: not a write in progress either
+    with pytest.raises(StorageError, match=r"not an Optuna journal file \(line 1 is b'hello'"):
+        Records.open(one_line, "s")
+
+    journal = tmp_path / "runs.log"
+    record_trial(Records.open(journal, "s"), toy, {"opt": "adam", "layers": 3, "lr": 0.01})
+    lines = len(journal.read_text().splitlines())
+    with open(journal, "a") as f:
+        f.write('{"op_code": 4, "worker_id": "w", "stu')  # another worker mid-write
+    assert len(Records.open(journal, "s", read_only=True).trials()) == 1
+    journal.write_text(journal.read_text().rsplit("\n", 1)[0] + '\n{"op_code": 99}\n')
+    for read_only in (False, True):
+        with pytest.raises(
+            StorageError,
+            match=rf"line {lines + 1} of the journal has op_code 99, which optuna "
+            rf"{optuna.__version__} does not know \(a journal written by a newer Optuna",
+        ):
+            Records.open(journal, "s", read_only=read_only)
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+def test_every_trial_carries_its_worker_from_its_creation(tmp_path, kind):
+    """Whoever creates a trial (Optuna's ask included), it has host and pid in its first
+    write, so a worker killed right after ask() leaves a trial a restart can fail."""
+    records = Records.open(tmp_path / STORAGES[kind], "w")
+    me = {"host": os.uname().nodename, "pid": os.getpid()}
+    asked = records.study.ask()  # Optuna's own ask, no hypergrad code around it
+    direct = records.storage.create_new_trial(records._study_id)
+    records.study.enqueue_trial({"x": 1.0})  # WAITING: its worker is whoever takes it
+    for t in records.study.get_trials(deepcopy=False):
+        expected = {} if t.state == TrialState.WAITING else me
+        assert {k: t.user_attrs.get(k) for k in expected} == expected, t
+    assert records.study.get_trials()[asked.number].user_attrs == me
+    assert records.storage.get_trial(direct).user_attrs == me
+
+
+def test_orphan_running_trials_are_failed_on_resume(tmp_path):
+    """A RUNNING trial without a worker (written by plain Optuna, cut off before it could
+    say who runs it) is failed once it is old enough to have no live worker."""
+    path = tmp_path / "o.db"
+    records = Records.open(path, "o")
+    plain = optuna.storages.RDBStorage(f"sqlite:///{path}")  # Optuna's own, records no worker
+    orphan = plain.get_trial_number_from_id(plain.create_new_trial(records._study_id))
+    assert records.trial(orphan).user_attrs == {}
+    assert records.fail_stale() == []  # seconds old: its worker may still be writing
+    assert records.trial(orphan).state == TrialState.RUNNING
+    assert records.fail_stale(orphan_after_s=0.0) == [orphan]
+    t = records.trial(orphan)
+    assert t.state == TrialState.FAIL
+    assert "no worker recorded and still running" in t.user_attrs["failed_reason"]
+
+
+def test_studies_are_named_and_optuna_stays_quiet(tmp_path):
+    import logging
+
+    seen = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("optuna")
+    logger.addHandler(handler)
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        records = Records.open(tmp_path / "q.db")
+        run(toy, RandomSearch(TOY_SPACE, 0), 2, records=records)
+        run(toy, OptunaSearch(TOY_SPACE, "tpe", seed=0), 2, records=records)
+        assert seen == [] and logger.level == logging.INFO  # the user's level is restored
+        optuna.create_study()  # Optuna alone does print it: the handler does see it
+        assert any("A new study created" in m for m in seen)
+    finally:
+        logger.removeHandler(handler)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert re.fullmatch(r"hypergrad-\d{8}-\d{6}-[0-9a-f]{6}", records.name), records.name
+
+
+def test_passwords_stay_out_of_records_and_messages(tmp_path, monkeypatch):
+    url = "postgresql+nosuchdriver://ana:s3cret-pw@db.lab:5432/runs"
+    monkeypatch.setattr(sys, "argv", ["hypergrad", "worker", url, "s", "--space", "m:S"])
+    records = Records.open(tmp_path / "m.db", "m")
+    number, _ = record_trial(records, toy, {"opt": "adam", "layers": 3, "lr": 0.01})
+    command = records.trial(number).user_attrs["command"]
+    assert "s3cret-pw" not in command
+    assert "postgresql+nosuchdriver://ana:***@db.lab:5432/runs" in command
+    with pytest.raises(StorageError) as e:
+        Records.open(url, "s")
+    assert "s3cret-pw" not in str(e.value) and "'postgresql+nosuchdriver://ana:***@" in str(e.value)

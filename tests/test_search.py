@@ -351,6 +351,59 @@ def test_bad_input(make, match):
         make()
 
 
+def test_every_search_refuses_a_space_that_forbids_every_point():
+    from hypergrad.space import InvalidSpaceError
+
+    space = Space(
+        {"act": Categorical(("relu", "tanh")), "n": Int(1, 2)},
+        forbidden=[Forbidden({"act": ("relu", "tanh")})],
+    )
+    with pytest.raises(
+        InvalidSpaceError,
+        match=r"space forbids every grid point: all 4 points at resolution=5 are forbidden "
+        r"combinations \(the first: .*act.*\); forbidden=",
+    ):
+        GridSearch(space)
+    # The others refuse it too (when they first ask), as ValueErrors.
+    for proposer in (RandomSearch(space), SobolSearch(space), OptunaSearch(space, "random")):
+        with pytest.raises(ValueError, match="forbidden"):
+            proposer.ask(2)
+
+
+def test_grid_workers_split_the_points_and_claim_each_once():
+    """Proposers attached to one study (as workers are) skip the points other trials hold;
+    two that propose one point at once: the first trial runs, the second is withdrawn."""
+    from optuna.trial import TrialState
+
+    from hypergrad.records import ClaimTakenError, record_trial
+
+    space = Space({"k": Int(1, 4)})
+    records = memory()
+    a, b, c = (GridSearch(space) for _ in range(3))
+    for g in (a, b, c):
+        g.attach(records)
+    (pa,) = a.ask(1)
+    records.start(pa.config, space=space, claim=pa.claim)  # running in "worker a"
+    (pb,) = b.ask(1)
+    assert (pa.config, pb.config) == ({"k": 1}, {"k": 2})  # b skips the running point
+    record_trial(records, toy_k, pb.config, space=space, claim=pb.claim)
+    # b and c both propose k=3 before either records it.
+    (pb2,), (pc,) = b.ask(1), c.ask(1)
+    assert pb2.config == pc.config == {"k": 3}
+    first, _ = record_trial(records, toy_k, pb2.config, space=space, claim=pb2.claim)
+    with pytest.raises(ClaimTakenError, match=rf"trial {first} claimed 'grid:{{\"k\": 3}}'"):
+        record_trial(records, toy_k, pc.config, space=space, claim=pc.claim)
+    assert [t.params for t in records.trials()] == [{"k": 1}, {"k": 2}, {"k": 3}]
+    assert [t.state for t in records.trials()][1:] == [TrialState.COMPLETE] * 2
+    # The withdrawn trial never ran and is not a record; c moves on to the last point.
+    assert [p.config for p in c.ask(5)] == [{"k": 4}]
+    assert not c.exhausted
+
+
+def toy_k(config, *, seed):
+    return float(config["k"])
+
+
 def test_failed_values_are_never_best():
     space = Space({"x": Real(0.0, 1.0)})
     asha = ASHA(space, 1, 9)

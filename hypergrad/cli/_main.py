@@ -1,16 +1,21 @@
 """`hypergrad` command: one subcommand per module, each registering its own parser.
 
 A subcommand module defines `register(subparsers)`, which adds its parser and sets
-`func` on it; `func(args) -> int` is the exit code.
+`func` on it; `func(args) -> int` is the exit code. Output cut short by its reader
+(`hypergrad report ... | head`) ends the command quietly with exit code 141, as a
+program stopped by SIGPIPE would, without a traceback.
 """
 
 import argparse
 import importlib
+import os
 import sys
 
 # Subcommand modules, in the order `--help` lists them. A module that cannot be imported
 # (an optional part not built yet) is skipped rather than breaking the other commands.
-_SUBCOMMANDS = ("_demo", "_methods", "_run", "_report", "_reproduce")
+_SUBCOMMANDS = ("_demo", "_methods", "_run", "_report", "_reproduce", "_worker")
+# 128 + SIGPIPE: what a shell reports for a program the signal stopped.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe shows at the flush
+    except BrokenPipeError:
+        # Python ignores SIGPIPE, so a reader that stopped reading surfaces here. Point
+        # stdout at /dev/null so that the interpreter's last flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

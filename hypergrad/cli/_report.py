@@ -137,7 +137,7 @@ def _main(args) -> int:
     from ..records import Records, RecordsError
 
     try:
-        records = Records.open(args.storage, args.study, create=False)
+        records = Records.open(args.storage, args.study, read_only=True)  # never writes
         lines = table(records)
         best = best_lines(records)
     except RecordsError as e:

@@ -5,8 +5,10 @@ Interface: `environment(source=None) -> dict` of flat, JSON-serializable attribu
 `versions.numpy`, `versions.optuna`, `versions.python`, `device`, `cpu`, `host`,
 `jax_enable_x64` (the precision JAX computed in, which a re-run must restore),
 `git_commit` and `git_dirty` (of the repository holding `source`, the objective's file;
-`None` outside one), and `command`. `same_machine(a, b)` says whether two such dicts
-describe the same CPU, device and versions (then results should agree bit for bit).
+`None` outside one), and `command` (`sys.argv`, with the password of any URL in it
+masked). `same_machine(a, b)` says whether two such dicts describe the same CPU, device
+and versions (then results should agree bit for bit). `worker()` is `{"host", "pid"}`
+of this process, which every trial carries from its first write.
 
 Invariant: gathering never fails; what cannot be found is `None`.
 """
@@ -19,10 +21,20 @@ import subprocess
 import sys
 from importlib import metadata
 
+from ._masking import mask_secrets
+
 VERSIONED = ("hypergrad", "jax", "jaxlib", "optax", "numpy", "optuna")
 # The keys that must agree for a re-run to be expected bit for bit.
 MACHINE_KEYS = (*(f"versions.{p}" for p in VERSIONED), "versions.python", "device", "cpu")
 X64 = "jax_enable_x64"
+# Who runs a trial: with these, a restart tells a dead local worker's trial from a live one.
+HOST_ATTR = "host"
+PID_ATTR = "pid"
+
+
+def worker() -> dict:
+    """`{HOST_ATTR: this host, PID_ATTR: this process}`."""
+    return {HOST_ATTR: platform.node(), PID_ATTR: os.getpid()}
 
 
 def _version(package: str) -> str | None:
@@ -94,7 +106,8 @@ def environment(source: str | None = None) -> dict:
     if source and os.path.isdir(source):
         directory = source
     out["git_commit"], out["git_dirty"] = git_state(directory)
-    out["command"] = " ".join(shlex.quote(a) for a in sys.argv)
+    # A storage URL on the command line may carry a password: it stays out of the record.
+    out["command"] = mask_secrets(" ".join(shlex.quote(a) for a in sys.argv))
     return out
 
 

@@ -24,18 +24,31 @@ as they read any other.
 
 Invariants: a trial of a built-in proposer is created with its configuration and
 attributes in one storage write (its seed, derived from the number the storage assigns,
-follows in a second; `run_seed` is in the first); a trial an Optuna sampler made gets
-its worker and host first, then its parameters and attributes one write at a time, as
-Optuna's API gives them. A trial becomes `COMPLETE` only in its last write, with its values, so a
+follows in a second; `run_seed` is in the first); a trial an Optuna sampler made carries
+its worker's host and pid from its creation (`open_storage` sees to it, whoever calls
+Optuna's `ask`), then gets its parameters and attributes one write at a time, as Optuna's
+API gives them. A trial becomes `COMPLETE` only in its last write, with its values, so a
 worker killed on the way leaves a `RUNNING` trial, never a completed one with missing
-parts; `Records.open` marks such trials of dead local workers `FAIL` and the study goes
-on. Trial numbers come from the storage, so workers sharing a study never duplicate one.
+parts; `fail_stale` (called on resume by `search.run` and `tune`) marks such trials of
+dead local workers `FAIL`, and those with no worker at all once they are
+`ORPHAN_AFTER_S` old, and the study goes on. Trial numbers come from the storage, so
+workers sharing a study never duplicate one; a proposal that must run once per study
+(a grid point) carries a `claim`, and of the trials claiming it only the first is run.
+
+Studies are named (`hypergrad-DATE-TIME-RANDOM` when no name is given) and Optuna's
+INFO lines about them ("A new study created", "Trial 3 finished") are kept out of the
+user's output while hypergrad writes; what hypergrad has to say goes to its own logs.
+A study opened `read_only=True` is never written (see `open_storage`).
 """
 
+import contextlib
+import datetime
 import importlib
+import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -44,7 +57,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ._distributions import to_optuna_distributions
-from ._environment import environment
+from ._environment import HOST_ATTR, PID_ATTR, environment, worker
 from ._storage import (
     IncompatibleRecordError,
     RecordsError,
@@ -60,6 +73,38 @@ FORMAT_ATTR = "hypergrad.format"
 FORBIDDEN_ATTR = "hypergrad.forbidden"
 # False on a trial whose re-run may differ in the last bits even on the same machine.
 EXACT_ATTR = "hypergrad.exact_rerun"
+# What a trial claims to run once per study (a grid point), and why a claim was dropped.
+CLAIM_ATTR = "hypergrad.claim"
+WITHDRAWN_ATTR = "hypergrad.withdrawn"
+# A RUNNING trial without a worker was cut off between its creation and its first
+# attributes by a writer that does not record them at once (plain Optuna, or a storage
+# object the user opened); that window is one storage round trip, so a trial still
+# without a worker after this long has none, and is failed on resume.
+ORPHAN_AFTER_S = 300.0
+
+
+class ClaimTakenError(RecordsError):
+    """Another trial holds the claim of the proposal: this one was withdrawn, not run."""
+
+    def __init__(self, message: str, number: int, holder: int):
+        super().__init__(message)
+        self.number, self.holder = number, holder
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Optuna's INFO lines off (warnings stay) while hypergrad writes its own records.
+
+    A quieter level the user set is kept; the level is restored afterwards.
+    """
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    if level < logging.WARNING:  # NOTSET included
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class Outcome(NamedTuple):
@@ -173,11 +218,12 @@ class Records:
       name: the study name.
     """
 
-    def __init__(self, study: optuna.Study, storage, where: str):
+    def __init__(self, study: optuna.Study, storage, where: str, read_only: bool = False):
         self.study = study
         self.storage = storage
         self.name = study.study_name
         self.where = where
+        self.read_only = read_only
         self._study_id = storage.get_study_id_from_name(self.name)
 
     @classmethod
@@ -188,8 +234,13 @@ class Records:
         *,
         directions: Sequence[str] = ("minimize",),
         create: bool = True,
+        read_only: bool = False,
     ) -> "Records":
         """Open a study, creating it if `create` and it does not exist; see `open_storage`.
+
+        `read_only=True` (implies `create=False`) opens it without writing anything, ever:
+        the writing methods raise `RecordsError`. Without a `study` name, a new study is
+        named `hypergrad-YYYYmmdd-HHMMSS-XXXXXX` (or the storage's only study is read).
 
         Raises:
           StorageError: the storage cannot be opened or read.
@@ -207,9 +258,14 @@ class Records:
             )
         # Workers started together on a new SQLite file race to create its tables and
         # the study; the loser sees "already exists" or a lock, and simply tries again.
+        if read_only:
+            create = False
+        if study is None and create:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            study = f"hypergrad-{stamp}-{uuid.uuid4().hex[:6]}"
         for attempt in range(3):
             try:
-                return cls._open(storage, study, tuple(directions), create)
+                return cls._open(storage, study, tuple(directions), create, read_only)
             except StorageError as e:
                 if attempt == 2 or not any(w in str(e) for w in ("already exists", "locked")):
                     raise
@@ -217,24 +273,27 @@ class Records:
         raise AssertionError("unreachable")
 
     @classmethod
-    def _open(cls, storage, study, directions, create) -> "Records":
+    def _open(cls, storage, study, directions, create, read_only) -> "Records":
         where = describe_storage(storage)
-        st = open_storage(storage, must_exist=not create)
+        st = open_storage(storage, must_exist=not create, read_only=read_only)
         try:
             if create:
-                s = optuna.create_study(
-                    storage=st,
-                    study_name=study,
-                    directions=list(directions),
-                    load_if_exists=True,
-                    sampler=optuna.samplers.RandomSampler(),
-                )
+                with quiet_optuna():
+                    s = optuna.create_study(
+                        storage=st,
+                        study_name=study,
+                        directions=list(directions),
+                        load_if_exists=True,
+                        sampler=optuna.samplers.RandomSampler(),
+                    )
             else:
                 s = _load(st, study, where)
             attrs = s.user_attrs
         except RecordsError:
             raise
         except (KeyError, ValueError, RuntimeError, OSError) as e:
+            raise translate(e, where) from None
+        except optuna.exceptions.StorageInternalError as e:
             raise translate(e, where) from None
         except Exception as e:  # SQLAlchemy's errors, without importing SQLAlchemy here
             if type(e).__module__.startswith("sqlalchemy"):
@@ -253,7 +312,14 @@ class Records:
             raise IncompatibleRecordError(
                 f"study {s.study_name!r} in {where} has directions {got}, not {tuple(directions)}"
             )
-        return cls(s, st, where)
+        return cls(s, st, where, read_only)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RecordsError(
+                f"study {self.name!r} in {self.where} was opened read-only; open it with "
+                "read_only=False to write"
+            )
 
     # -- writing -------------------------------------------------------------------
 
@@ -271,12 +337,15 @@ class Records:
         kind: str = "black-box",
         trial_number: int | None = None,
         attrs: Mapping[str, Any] | None = None,
+        claim: str | None = None,
     ) -> tuple[int, int]:
         """Create a `RUNNING` trial holding everything needed to re-run it; `(number, seed)`.
 
         With `trial_number`, the trial exists already (an Optuna sampler made it) and only
         the attributes are added. `seed=None` takes `trial_seed(run_seed, number)`.
+        With `claim`, the trial holds it (`CLAIM_ATTR`) from its first write; see `holder`.
         """
+        self._writable()
         source = None
         if objective:
             mod = importlib.import_module(objective.partition(":")[0])
@@ -284,8 +353,7 @@ class Records:
         env = environment(source)
         user_attrs = {
             # Who runs it first: with these, a restart can tell a dead worker's trial.
-            "host": env["host"],
-            "pid": os.getpid(),
+            **worker(),
             FORMAT_ATTR: FORMAT,
             "format": FORMAT,
             "run_seed": int(run_seed),
@@ -297,6 +365,8 @@ class Records:
             **env,
             **dict(attrs or {}),
         }
+        if claim is not None:
+            user_attrs[CLAIM_ATTR] = claim
         if trial_number is None:
             dists = {} if space is None else to_optuna_distributions(space)
             if space is not None:
@@ -325,8 +395,31 @@ class Records:
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
+    def holder(self, claim: str) -> int | None:
+        """The number of the first live trial (running or complete) holding `claim`.
+
+        Trials are numbered in the order the storage created them (SQLite and the
+        journal write one at a time; Optuna's RDB storage locks the study to number a
+        trial), so every worker that reads after its own trial was created agrees on
+        which claim came first.
+        """
+        holders = [
+            t.number
+            for t in self.trials(states=(TrialState.RUNNING, TrialState.COMPLETE))
+            if t.user_attrs.get(CLAIM_ATTR) == claim
+        ]
+        return min(holders, default=None)
+
+    def withdraw(self, number: int, reason: str) -> None:
+        """Fail trial `number` as never run (hidden from `trials`), saying why."""
+        self._writable()
+        self.storage.set_trial_user_attr(self._trial_id(number), WITHDRAWN_ATTR, reason)
+        with quiet_optuna():
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
     def finish(self, number: int, outcome: Outcome, wall_time_s: float) -> None:
         """Write the outcome; `COMPLETE` if its value is finite, else `FAIL`."""
+        self._writable()
         trial_id = self._trial_id(number)
         for step, v in enumerate(outcome.intermediate):
             self.storage.set_trial_intermediate_value(trial_id, step, v)
@@ -339,37 +432,55 @@ class Records:
             self.storage.set_trial_user_attr(trial_id, k, _jsonable(v))
         if _finite(outcome.value):
             v = list(outcome.value) if isinstance(outcome.value, tuple) else outcome.value
-            self.study.tell(number, v, skip_if_finished=True)
+            with quiet_optuna():
+                self.study.tell(number, v, skip_if_finished=True)
         else:
             self.storage.set_trial_user_attr(
                 trial_id, "failed_reason", f"non-finite value {outcome.value!r}"
             )
-            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            with quiet_optuna():
+                self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
     def annotate(self, number: int, **attrs: Any) -> None:
         """Add JSON-serializable attributes to trial `number` (what became known late)."""
+        self._writable()
         trial_id = self._trial_id(number)
         for k, v in attrs.items():
             self.storage.set_trial_user_attr(trial_id, k, _jsonable(v))
 
     def fail(self, number: int, reason: str) -> None:
+        self._writable()
         self.storage.set_trial_user_attr(self._trial_id(number), "failed_reason", reason)
-        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        with quiet_optuna():
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
-    def fail_stale(self) -> list[int]:
-        """Mark `FAIL` the running trials of workers on this host that no longer exist.
+    def fail_stale(self, orphan_after_s: float = ORPHAN_AFTER_S) -> list[int]:
+        """Mark `FAIL` the running trials whose worker is gone; the numbers marked.
 
-        Such a trial was cut off (the worker was killed); its inputs are intact, its value
-        never came. Workers on other hosts cannot be checked from here and are left alone.
-        Returns the trial numbers marked.
+        A trial of a worker on this host whose process no longer exists was cut off (the
+        worker was killed): its inputs are intact, its value never came. A trial with no
+        worker at all (created by a writer that records none, and cut off before it
+        could) is failed once it is `orphan_after_s` seconds old. Workers on other hosts
+        cannot be checked from here and are left alone.
         """
-        host = environment()["host"]
+        self._writable()
+        me = worker()
         marked = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = t.user_attrs.get("pid")
-            if t.user_attrs.get("host") != host or not isinstance(pid, int):
+            pid, host = t.user_attrs.get(PID_ATTR), t.user_attrs.get(HOST_ATTR)
+            if pid is None and host is None:
+                age = _age_s(t.datetime_start)
+                if age is not None and age >= orphan_after_s:
+                    self.fail(
+                        t.number,
+                        f"no worker recorded and still running {age:.0f} s after its start "
+                        f"(more than {orphan_after_s:g} s): cut off before its first attributes",
+                    )
+                    marked.append(t.number)
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if host != me[HOST_ATTR] or not isinstance(pid, int):
+                continue
+            if pid != me[PID_ATTR] and not _alive(pid):
                 self.fail(t.number, f"worker pid {pid} on {host} stopped before it finished")
                 marked.append(t.number)
         return marked
@@ -377,11 +488,12 @@ class Records:
     # -- reading -------------------------------------------------------------------
 
     def trials(self, states=None) -> list[optuna.trial.FrozenTrial]:
-        """The study's trials, without Optuna's failed proposals of forbidden combinations."""
+        """The study's trials, without Optuna's failed proposals of forbidden combinations
+        and without withdrawn claims (neither ever ran)."""
         return [
             t
             for t in self.study.get_trials(deepcopy=False, states=states)
-            if FORBIDDEN_ATTR not in t.user_attrs
+            if FORBIDDEN_ATTR not in t.user_attrs and WITHDRAWN_ATTR not in t.user_attrs
         ]
 
     def trial(self, number: int) -> optuna.trial.FrozenTrial:
@@ -396,6 +508,8 @@ class Records:
 
 def _load(storage, name, where) -> optuna.Study:
     names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    if not names:
+        raise StudyNotFoundError(f"{where} holds no study")
     if name is None:
         if len(names) == 1:
             name = names[0]
@@ -432,6 +546,14 @@ def _jsonable(v):
     return v
 
 
+def _age_s(start: datetime.datetime | None) -> float | None:
+    if start is None:
+        return None
+    # The RDB storages keep naive local times, the journal aware UTC ones.
+    now = datetime.datetime.now(start.tzinfo)
+    return (now - start).total_seconds()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -455,11 +577,14 @@ def record_trial(
     proposer: Mapping | None = None,
     proposal_info: Mapping | None = None,
     trial_number: int | None = None,
+    claim: str | None = None,
 ) -> tuple[int, Outcome]:
     """Run `objective` on `config` and record the trial; `(trial number, outcome)`.
 
     If the objective raises, the trial is marked `FAIL` with the error as
-    `failed_reason`, and the error propagates.
+    `failed_reason`, and the error propagates. With `claim`, the objective runs only if
+    this trial is the first live one holding the claim (`Records.holder`); otherwise the
+    trial is withdrawn and `ClaimTakenError` raised, before any work.
 
     Example:
       >>> import optuna
@@ -485,7 +610,17 @@ def record_trial(
         proposal_info=proposal_info,
         kind=kind,
         trial_number=trial_number,
+        claim=claim,
     )
+    if claim is not None:
+        holder = records.holder(claim)
+        if holder != number:
+            records.withdraw(number, f"trial {holder} claimed {claim!r} first")
+            raise ClaimTakenError(
+                f"trial {number} withdrawn: trial {holder} claimed {claim!r} first",
+                number,
+                holder,
+            )
     try:
         outcome, wall = call_objective(objective, config, seed, budget)
     except BaseException as e:

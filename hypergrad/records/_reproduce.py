@@ -115,7 +115,7 @@ def reproduce(storage, study: str | None, trial: int, rtol: float = DEFAULT_RTOL
     """
     if not (isinstance(rtol, float | int) and rtol >= 0):
         raise ValueError(f"rtol must be a non-negative number, got {rtol!r}")
-    records = Records.open(storage, study, create=False)
+    records = Records.open(storage, study, read_only=True)  # reading never writes
     t = records.trial(trial)
     attrs = t.user_attrs
     fmt = attrs.get(FORMAT_ATTR)

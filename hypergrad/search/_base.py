@@ -13,6 +13,11 @@ back through `observe` and continue where the study stopped.
 
 A value of `None`, NaN or infinity marks a failed evaluation: it is never ranked best.
 
+Several workers share a study through `proposer.attach(records)` (which `search.run`
+calls): a proposer that can, then proposes from what the whole study has done, not only
+from what it asked itself (`GridSearch` partitions its points, `OptunaSearch` asks from
+the recorded study).
+
 Invariant: every proposed configuration passes `proposer.space.validate`; forbidden
 combinations and inactive conditional dimensions never appear.
 """
@@ -38,12 +43,15 @@ class Proposal:
       info: the proposer's bookkeeping, JSON-serializable; recorded with the trial.
       trial_number: the number of the Optuna trial already made for this proposal
         (`OptunaSearch`), else `None`.
+      claim: a key that at most one live trial of a shared study may hold (a grid
+        point); `None` for proposals that may repeat. See `hypergrad.records.Records.holder`.
     """
 
     config: Config
     budget: float | int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     trial_number: int | None = None
+    claim: str | None = None
 
 
 def as_value(value, argument: str = "value") -> Value:
@@ -97,6 +105,9 @@ class AbstractProposer(abc.ABC):
         `tell`; proposers with a position in a sequence also move past `proposal.info`.
         """
         self._tell_one(proposal, as_value(value))
+
+    def attach(self, records) -> None:  # noqa: B027
+        """Propose for the study of `records`, shared with other workers (default: ignore it)."""
 
     @property
     def name(self) -> str:

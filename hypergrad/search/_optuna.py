@@ -14,19 +14,19 @@ a forbidden combination is told as failed (user attribute `hypergrad.forbidden`)
 asked again, so forbidden combinations are never proposed.
 
 Invariant: `proposal.trial_number` is the Optuna trial that produced the proposal, in
-`proposer.study`; telling it twice is harmless (`skip_if_finished`).
+`proposer.study`; telling it twice is harmless (`skip_if_finished`). The trial carries
+its worker's host and pid from its creation in a storage `hypergrad.records` opened (and
+from the next write in any other), so a restart fails it if this worker dies.
 """
 
 import importlib.util
-import os
-import platform
 import warnings
 from collections.abc import Sequence
 
 import optuna
 from optuna.trial import TrialState
 
-from ..records import FORBIDDEN_ATTR
+from ..records import FORBIDDEN_ATTR, quiet_optuna, worker
 from ..records import to_optuna_distributions as to_optuna_distributions
 from ..space import Config, Int, Real, Space
 from ._base import AbstractProposer, Proposal, check_count
@@ -148,8 +148,16 @@ class OptunaSearch(AbstractProposer):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            self.bind(optuna.create_study(directions=list(self.directions)))
+            with quiet_optuna():
+                study = optuna.create_study(
+                    directions=list(self.directions), study_name=f"{self.name}-in-memory"
+                )
+            self.bind(study)
         return self._study
+
+    def attach(self, records) -> None:
+        """Ask from the recorded study (see `bind`)."""
+        self.bind(records.study)
 
     def bind(self, study: optuna.Study) -> None:
         """Ask from `study` (whose sampler becomes this proposer's sampler)."""
@@ -171,9 +179,11 @@ class OptunaSearch(AbstractProposer):
         for _ in range(check_count(n)):
             for _ in range(self.max_retries):
                 trial = study.ask()
-                # Before anything else: a restart fails the trial if this worker dies.
-                trial.set_user_attr("host", platform.node())
-                trial.set_user_attr("pid", os.getpid())
+                # hypergrad's storages record the worker with the trial itself; others
+                # get it before anything else, so a restart fails the trial if we die.
+                for k, v in worker().items():
+                    if k not in trial.user_attrs:
+                        trial.set_user_attr(k, v)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     config = suggest(trial, self.space)
@@ -183,7 +193,8 @@ class OptunaSearch(AbstractProposer):
                 # Optuna has no forbidden combinations: fail the trial so the sampler
                 # learns nothing from it, say why, and ask again.
                 trial.set_user_attr(FORBIDDEN_ATTR, "; ".join(problems))
-                study.tell(trial, state=TrialState.FAIL)
+                with quiet_optuna():
+                    study.tell(trial, state=TrialState.FAIL)
             else:
                 raise ValueError(
                     f"{self.max_retries} proposals in a row hit forbidden combinations"
@@ -196,11 +207,12 @@ class OptunaSearch(AbstractProposer):
         number = proposal.trial_number
         if number is None:
             raise ValueError("OptunaSearch can only be told about proposals it made")
-        if value is None:
-            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-        else:
-            values = list(value) if isinstance(value, tuple) else value
-            self.study.tell(number, values, skip_if_finished=True)
+        with quiet_optuna():
+            if value is None:
+                self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            else:
+                values = list(value) if isinstance(value, tuple) else value
+                self.study.tell(number, values, skip_if_finished=True)
         self._trials.pop(number, None)
 
     def observe(self, proposal, value) -> None:

@@ -11,6 +11,12 @@ continues it: trials of local workers that died are marked failed, and the propo
 `observe`s the earlier trials it (or a proposer of its kind) made, so random and Sobol
 draws move past them, a grid skips the points done, and successive halving keeps its
 rungs. An `OptunaSearch` asks from the recorded study itself.
+
+Several workers (processes, machines) may run `run` on one study at once; each gives
+the proposer the study (`proposer.attach(records)`), so a `GridSearch` splits its
+points among them and an `OptunaSearch` learns from all of their trials. A proposal
+whose `claim` another worker's trial holds is withdrawn before it runs and does not
+count towards `n_trials`. `hypergrad worker STORAGE STUDY` is this loop as a command.
 """
 
 from collections.abc import Callable
@@ -18,9 +24,8 @@ from typing import NamedTuple
 
 from optuna.trial import TrialState
 
-from ..records import Records, record_trial
+from ..records import ClaimTakenError, Records, record_trial
 from ._base import AbstractProposer, Proposal, check_count
-from ._optuna import OptunaSearch
 
 
 class SearchResult(NamedTuple):
@@ -100,8 +105,7 @@ def run(
     if not callable(objective):
         raise TypeError(f"objective must be callable, got {objective!r}")
     records = Records.open() if records is None else records
-    if isinstance(proposer, OptunaSearch):
-        proposer.bind(records.study)
+    proposer.attach(records)
     if resume:
         records.fail_stale()
         for proposal, value in _history(records, proposer):
@@ -112,22 +116,27 @@ def run(
         proposals = proposer.ask(min(batch_size, n_trials - len(numbers)))
         if not proposals:
             break
-        values = []
+        ran, values = [], []
         for p in proposals:
-            number, outcome = record_trial(
-                records,
-                objective,
-                p.config,
-                run_seed=seed,
-                budget=p.budget,
-                space=proposer.space,
-                proposer=described,
-                proposal_info=p.info,
-                trial_number=p.trial_number,
-            )
+            try:
+                number, outcome = record_trial(
+                    records,
+                    objective,
+                    p.config,
+                    run_seed=seed,
+                    budget=p.budget,
+                    space=proposer.space,
+                    proposer=described,
+                    proposal_info=p.info,
+                    trial_number=p.trial_number,
+                    claim=p.claim,
+                )
+            except ClaimTakenError:
+                continue  # another worker runs it; the next ask reads the study again
             numbers.append(number)
+            ran.append(p)
             values.append(outcome.value)
-        proposer.tell(proposals, values)
+        proposer.tell(ran, values)
     best_config = best_value = None
     if len(records.study.directions) == 1:
         done = records.trials(states=(TrialState.COMPLETE,))
