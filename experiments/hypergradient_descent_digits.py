@@ -199,7 +199,6 @@ def run(quick: bool = False) -> dict:
             xlabel="model/optimizer/beta/initial rate",
             ylabel="plain - HD validation loss",
             kind="bar",
-            yscale="symlog",
             series=[
                 series(
                     "mean over seeds (95% interval)",
