@@ -8,9 +8,17 @@ import pytest
 
 from hypergrad.cli import main
 from hypergrad.records import Records, record_trial
-from hypergrad.search import OptunaSearch, RandomSearch, run
+from hypergrad.search import OptunaSearch, RandomSearch, grid_points, run
 
-from ._records_objectives import RIDGE_SPACE, TOY_SPACE, ridge_gradient, toy, toy_two
+from ._records_objectives import (
+    FAULT_SPACE,
+    RIDGE_SPACE,
+    TOY_SPACE,
+    ridge_gradient,
+    toy,
+    toy_two,
+    toy_value,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -176,3 +184,35 @@ def test_report_into_a_closed_pipe_is_quiet(storage):
         os.close(write)
     assert proc.returncode == 141, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
+
+
+def test_worker_command_creates_joins_and_finishes_a_grid(tmp_path, capsys):
+    path = tmp_path / "w.db"
+    argv = ["worker", str(path), "g", "--space", "tests._records_objectives:FAULT_SPACE"]
+    toy_ref = ["--objective", "tests._records_objectives:toy", "--resolution", "2"]
+    assert main(argv + toy_ref) == 0
+    assert "ran 12 trials (0 to 11); best value" in capsys.readouterr().out
+    # A second worker joins the finished study; the objective is the study's own.
+    assert main(argv + ["--resolution", "2"]) == 0
+    best = min(toy_value(c) for c in grid_points(FAULT_SPACE, resolution=2))
+    out = capsys.readouterr().out
+    assert f"ran 0 trials; best value {best:.6g}; the grid is done" in out
+    assert "12 trials there" in out
+    records = Records.open(path, "g", read_only=True)
+    assert len({tuple(sorted(t.params.items())) for t in records.trials()}) == 12
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sampler", "random"], "--sampler random needs --trials"),
+        (["--trials", "-1"], "--trials must be a non-negative int, got -1"),
+        (["--space", "tests._records_objectives:toy"], "is a function, not a Space"),
+        (["--space", "nowhere:S"], "cannot import the objective 'nowhere:S'"),
+    ],
+)
+def test_worker_command_refuses_bad_arguments(tmp_path, capsys, extra, message):
+    argv = ["worker", str(tmp_path / "w.db"), "g", "--space", "tests._records_objectives:TOY_SPACE"]
+    assert main(argv + ["--objective", "tests._records_objectives:toy"] + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -23,6 +23,7 @@ Exit codes: 0 done; 2 bad arguments, or the storage, study, objective or space c
 be read; 130 interrupted (the trial in flight is recorded as failed).
 """
 
+import os
 import secrets
 import sys
 
@@ -66,13 +67,16 @@ def _fail(message: str) -> int:
 
 
 def _records(args):
-    from ..records import Records, StudyNotFoundError
+    from ..records import Records, StorageError, StudyNotFoundError
 
-    if args.directions is None:
+    if args.directions is None:  # join with the study's directions, if it exists
         try:
             return Records.open(args.storage, args.study, create=False)
         except StudyNotFoundError:
             pass
+        except StorageError:
+            if "://" in args.storage or os.path.exists(args.storage):
+                raise  # the file is there and unreadable: say so, do not overwrite it
     return Records.open(args.storage, args.study, directions=tuple(args.directions or ["minimize"]))
 
 
