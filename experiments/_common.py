@@ -288,11 +288,14 @@ def summary(path: Path) -> str:
     """Claims and verdicts of one results file, for the terminal."""
     record = json.loads(Path(path).read_text())
     lines = [f"{record['experiment']}: {path} ({record['wall_seconds']} s)"]
+    def g(x):  # non-finite numbers are null in the file
+        return "inf" if x is None else f"{x:.4g}"
+
     for c in record["claims"]:
         o = c["ours"]
         lines.append(
-            f"  [{c['verdict']}] {c['id']}: ours {o['value']:.4g} "
-            f"[{o['low']:.4g}, {o['high']:.4g}] {o['unit']} | source {c['source']['value']}"
+            f"  [{c['verdict']}] {c['id']}: ours {g(o['value'])} "
+            f"[{g(o['low'])}, {g(o['high'])}] {o['unit']} | source {c['source']['value']}"
         )
     return "\n".join(lines)
 

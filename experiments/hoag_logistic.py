@@ -1,0 +1,277 @@
+"""HOAG against grid search, random search and TPE on L2-regularized logistic regression:
+suboptimality of the validation loss against seconds.
+
+Data: `hypergrad.problems.synthetic_classification` (a fresh draw per seed; 50% train,
+25% validation, 25% test). Hyperparameter: the penalty `alpha` of `mean log-loss +
+alpha/2 ||w||^2` (`hypergrad.problems.logistic`), searched in `[1e-6, 1e2]` (log).
+
+- HOAG: `hypergrad.tune.hoag(problem, {"alpha": 1}, max_iter=...)` (inexact inner and
+  adjoint solves with a decreasing tolerance, warm starts); its history gives the time
+  and the hyperparameter of every outer step.
+- grid search: `BUDGET` log-spaced values, from the strongest penalty down;
+- random search: `BUDGET` log-uniform draws (Optuna's RandomSampler, seeded);
+- TPE: Optuna's TPESampler, `BUDGET` trials, seeded.
+
+The black-box methods evaluate each value with the problem's own solver, compiled once.
+Every compiled function is called once before the clocks start (the times exclude
+compilation; the compile times are reported apart). Every hyperparameter a method
+proposes is re-evaluated afterwards, untimed, by a Newton solve to a gradient norm of
+1e-12; `s = (v - v_best) / (v_null - v_best)` with `v` the running best re-evaluated
+value, `v_best` the best of a dense grid of 200 values or of any proposal, `v_null` the
+value at the strongest penalty (BENCHMARKS.md). Figure: the time until `s <= 1e-3`.
+
+Reference: Pedregosa, "Hyperparameter optimization with approximate gradient", ICML
+2016, https://arxiv.org/abs/1602.02355
+"""
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hypergrad as hg
+from hypergrad import problems
+from hypergrad.solvers import Newton
+from hypergrad.tune import hoag
+
+from ._common import (
+    FAILS,
+    HOLDS,
+    claim,
+    figure,
+    over_seeds,
+    quiet_optuna,
+    series,
+    suboptimality,
+    time_to,
+)
+from ._common import source as src
+
+TITLE = "HOAG against grid search, random search and TPE on L2 logistic regression"
+PEDREGOSA = (
+    "Pedregosa, Hyperparameter optimization with approximate gradient, ICML 2016, "
+    "https://arxiv.org/abs/1602.02355"
+)
+LOW, HIGH, START = 1e-6, 1e2, 1.0
+TIGHT = Newton(max_steps=100, tol=1e-12)
+TARGETS = (1e-2, 1e-3)
+
+
+def _problem(seed, n, p):
+    X, y = problems.synthetic_classification(2 * n, p, informative=p // 10, seed=seed)
+    a, b = n, n + n // 2
+    return problems.logistic(X[:a], y[:a], X[a:b], y[a:b], X[b:], y[b:], alpha=START)
+
+
+@jax.jit
+def _value(problem, alpha):
+    return hg.outer_loss(problem, {"alpha": alpha})
+
+
+@jax.jit
+def _tight(problem, alpha):
+    return hg.outer_loss(problem, {"alpha": alpha}, solver=TIGHT)
+
+
+def _black_box(problem, proposals):
+    """Evaluate `proposals()` (a generator fed back the values) with the timed solver."""
+    times, alphas = [], []
+    start = time.perf_counter()
+    gen = proposals()
+    value = None
+    while True:
+        try:
+            a = gen.send(value)
+        except StopIteration:
+            break
+        value = float(_value(problem, jnp.asarray(a)))
+        times.append(time.perf_counter() - start)
+        alphas.append(a)
+    return times, alphas
+
+
+def _grid(budget):
+    def gen():
+        for a in np.geomspace(HIGH, LOW, budget):
+            yield float(a)
+
+    return gen
+
+
+def _optuna(sampler, budget):
+    optuna = quiet_optuna()
+
+    def gen():
+        study = optuna.create_study(sampler=sampler)
+        for _ in range(budget):
+            trial = study.ask()
+            v = yield trial.suggest_float("alpha", LOW, HIGH, log=True)
+            study.tell(trial, v)
+
+    return gen
+
+
+def run(quick: bool = False) -> dict:
+    jax.config.update("jax_enable_x64", True)
+    seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
+    n, p = (200, 20) if quick else (2000, 300)
+    budget = 8 if quick else 30
+    optuna = quiet_optuna()
+    methods = ("hoag", "grid", "random", "tpe")
+    t_hit = {lvl: {m: [] for m in methods} for lvl in TARGETS}
+    solves_hit = {m: [] for m in methods}
+    final_s = {m: [] for m in methods}
+    compile_s = {}
+    curves = {m: [] for m in methods}
+    for seed in seeds:
+        pr = _problem(seed, n, p)
+        # Warm-ups: every compiled program of the timed runs exists before the clocks start.
+        t0 = time.perf_counter()
+        hoag(pr, {"alpha": START}, lower=LOW, upper=HIGH, max_iter=2)
+        compile_s.setdefault("hoag", []).append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _value(pr, jnp.asarray(START)).block_until_ready()
+        compile_s.setdefault("black_box", []).append(time.perf_counter() - t0)
+
+        res = hoag(pr, {"alpha": START}, lower=LOW, upper=HIGH, max_iter=budget)
+        runs = {
+            "hoag": (
+                [e["time_s"] for e in res.history],
+                [float(np.asarray(e["hparams"]["alpha"])) for e in res.history],
+            ),
+            "grid": _black_box(pr, _grid(budget)),
+            "random": _black_box(pr, _optuna(optuna.samplers.RandomSampler(seed=seed), budget)),
+            "tpe": _black_box(pr, _optuna(optuna.samplers.TPESampler(seed=seed), budget)),
+        }
+        grid = np.geomspace(LOW, HIGH, 40 if quick else 200)
+        dense = [float(_tight(pr, jnp.asarray(a))) for a in grid]
+        tight = {
+            m: [float(_tight(pr, jnp.asarray(a))) for a in alphas]
+            for m, (_, alphas) in runs.items()
+        }
+        v_best = min(min(dense), *(min(v) for v in tight.values()))
+        v_null = float(_tight(pr, jnp.asarray(HIGH)))
+        for m, (times, _) in runs.items():
+            s = suboptimality(tight[m], v_best, v_null)
+            for lvl in TARGETS:
+                t_hit[lvl][m].append(time_to(times, s, lvl))
+            hits = np.nonzero(np.minimum.accumulate(s) <= TARGETS[-1])[0]
+            solves_hit[m].append(int(hits[0]) + 1 if hits.size else math.inf)
+            final_s[m].append(float(np.min(s)))
+            curves[m].append({"time_s": times, "s": np.minimum.accumulate(s)})
+        print(
+            seed,
+            {m: round(t_hit[1e-3][m][-1], 3) for m in methods},
+            {m: f"{final_s[m][-1]:.1e}" for m in methods},
+        )
+
+    t3 = {m: over_seeds(t_hit[1e-3][m], stat="median", unit="s") for m in methods}
+    others = ("grid", "random", "tpe")
+    # A method that never reaches the level took at least its whole run: the ratio is then
+    # an upper bound.
+    spent = {m: [c["time_s"][-1] for c in curves[m]] for m in others}
+    best_other = np.min(
+        [np.where(np.isfinite(t_hit[1e-3][m]), t_hit[1e-3][m], spent[m]) for m in others], axis=0
+    )
+    ratio = over_seeds(np.asarray(t_hit[1e-3]["hoag"]) / best_other, stat="median")
+    # Where the black-box methods stand when HOAG first reaches 1e-3.
+    at_hoag = []
+    for i, t in enumerate(t_hit[1e-3]["hoag"]):
+        if not math.isfinite(t):
+            continue
+        best = min(
+            (
+                c["s"][np.searchsorted(c["time_s"], t, side="right") - 1]
+                if np.searchsorted(c["time_s"], t, side="right") > 0
+                else 1.0
+            )
+            for m in others
+            for c in [curves[m][i]]
+        )
+        at_hoag.append(float(max(best, 1e-16)))
+    claims = [
+        claim(
+            "hoag_reaches_1e-3_first",
+            "HOAG reaches a normalized suboptimality of 1e-3 on the validation loss in less "
+            "time than grid search, random search and TPE.",
+            source=src(
+                "Pedregosa 2016",
+                figure="suboptimality against time, L2 logistic regression (20news, real-sim)",
+                value="HOAG ~1e-3 in ~1.4 s; the others far off at 3.5-6 s",
+                reference=PEDREGOSA,
+            ),
+            ours=ratio,
+            verdict=HOLDS if math.isfinite(ratio["high"]) and ratio["high"] < 1 else FAILS,
+            reason="ours: HOAG's time to s <= 1e-3 over the fastest black-box method's (a "
+            "method that never reaches it counts with its whole run, so the ratio is then an "
+            "upper bound), median over seeds with the range; holds if the whole range is below "
+            "1. Medians of the time to 1e-3 (inf: never within the budget): "
+            + ", ".join(f"{m} {t3[m]['value']:.3g} s" for m in methods)
+            + f"; compilation excluded (HOAG's warm-up {np.median(compile_s['hoag']):.2g} s)",
+            time_to_1e3=t3,
+        ),
+        claim(
+            "others_far_off_when_hoag_arrives",
+            "When HOAG first reaches 1e-3, the best black-box method is still far off (above "
+            "1e-2).",
+            source=src(
+                "Pedregosa 2016",
+                figure="suboptimality against time, L2 logistic regression",
+                value="the others far off at HOAG's time",
+                reference=PEDREGOSA,
+            ),
+            ours=over_seeds(at_hoag, stat="median")
+            if at_hoag
+            else over_seeds([math.inf], stat="median"),
+            verdict=HOLDS if at_hoag and min(at_hoag) > 1e-2 else FAILS,
+            reason="best suboptimality any black-box method had reached by HOAG's time to "
+            f"1e-3, median over the {len(at_hoag)} seeds where HOAG got there; holds if above "
+            "1e-2 on every seed",
+        ),
+    ]
+
+    def band(m):
+        grid_t = np.geomspace(1e-3, max(max(c["time_s"]) for mm in methods for c in curves[mm]), 60)
+        rows = []
+        for c in curves[m]:
+            idx = np.searchsorted(c["time_s"], grid_t, side="right") - 1
+            rows.append(np.where(idx >= 0, np.asarray(c["s"])[np.maximum(idx, 0)], 1.0))
+        rows = np.maximum(np.asarray(rows), 1e-16)
+        return grid_t, np.median(rows, 0), rows.min(0), rows.max(0)
+
+    figures = [
+        figure(
+            "suboptimality",
+            "Suboptimality of the validation loss against time",
+            xlabel="seconds (compilation excluded)",
+            ylabel="normalized suboptimality s",
+            xscale="log",
+            yscale="log",
+            series=[series(m, *band(m)[:2], low=band(m)[2], high=band(m)[3]) for m in methods],
+            caption="Median over seeds with the range; s floored at 1e-16.",
+        )
+    ]
+    return {
+        "seeds": seeds,
+        "settings": {
+            "data": f"synthetic_classification(n={2 * n}, p={p}, informative={p // 10}, seed); "
+            "50/25/25 split",
+            "range": [LOW, HIGH],
+            "budget": f"{budget} outer steps (HOAG) or evaluations (black box)",
+            "hoag": f"hypergrad.tune.hoag from alpha={START}",
+            "black_box_solver": "the problem's own solver (hypergrad.problems.logistic)",
+            "reference": "Newton to a gradient norm of 1e-12, dense grid of 200 values",
+            "targets": list(TARGETS),
+            "float64": True,
+        },
+        "claims": claims,
+        "figures": figures,
+        "data": {
+            "time_to": {str(k): v for k, v in t_hit.items()},
+            "solves_to_1e-3": solves_hit,
+            "final_suboptimality": final_s,
+            "compile_s": compile_s,
+        },
+    }
