@@ -241,7 +241,26 @@ def machine() -> dict:
     python, jax, jaxlib, numpy, optax, optuna and the peers) plus the paper's tools."""
     out = _harness_machine()
     out["versions"].update({p: _version(p) for p in _EXTRA_PACKAGES})
+    out["git"] = _git()
     return out
+
+
+def _git() -> dict:
+    """The commit the run started from and the library files that differed from it (the
+    tree is shared: a run may see someone's uncommitted edits, and says so)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", "hypergrad")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_library_files": [] if not changed else [ln[3:] for ln in changed.splitlines()],
+    }
 
 
 def names() -> list[str]:
@@ -288,6 +307,7 @@ def summary(path: Path) -> str:
     """Claims and verdicts of one results file, for the terminal."""
     record = json.loads(Path(path).read_text())
     lines = [f"{record['experiment']}: {path} ({record['wall_seconds']} s)"]
+
     def g(x):  # non-finite numbers are null in the file
         return "inf" if x is None else f"{x:.4g}"
 
