@@ -254,7 +254,7 @@ def _git() -> dict:
 
     def git(*args):
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return out.stdout.strip() if out.returncode == 0 else None
+        return out.stdout.rstrip() if out.returncode == 0 else None
 
     changed = git("status", "--porcelain", "--", "hypergrad")
     return {
