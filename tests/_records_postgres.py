@@ -6,9 +6,12 @@ it. Elsewhere set it by hand to run these tests (any database you may write to):
 
     HYPERGRAD_TEST_POSTGRES=postgresql://me:secret@127.0.0.1:5432/scratch python -m pytest ...
 
-Studies get unique names, so runs against one database never meet.
+Studies get unique names, so runs against one database never meet; `schema(url)` gives
+a URL into a new, empty schema of the database (dropped afterwards), where Optuna has to
+create its tables, as on a new database.
 """
 
+import contextlib
 import os
 import uuid
 
@@ -36,3 +39,22 @@ def password(url: str) -> str:
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def schema(url: str):
+    """A URL whose connections use a new empty schema; the schema is dropped on exit."""
+    import sqlalchemy
+
+    from hypergrad.records._storage import _postgres_driver
+
+    name = unique("s").replace("-", "_")
+    engine = sqlalchemy.create_engine(_postgres_driver(url, "the test database"))
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text(f"CREATE SCHEMA {name}"))
+    try:
+        yield f"{url}?options=-csearch_path%3D{name}", name, engine
+    finally:
+        with engine.begin() as con:
+            con.execute(sqlalchemy.text(f"DROP SCHEMA {name} CASCADE"))
+        engine.dispose()

@@ -31,7 +31,7 @@ from hypergrad.records import (
 from hypergrad.search import grid_points
 
 from ._records_objectives import GRID40_SPACE, toy_value
-from ._records_postgres import password, postgres_url, unique
+from ._records_postgres import password, postgres_url, schema, unique
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +53,14 @@ def _cli(*argv, **env):
 
 @pytest.fixture(scope="module")
 def four_workers(tmp_path_factory):
-    """Four workers join one study on PostgreSQL (the URL carries the password) and split
-    a 40-point grid; each holds its first trial until all four have one running."""
-    url = postgres_url()
+    """Four workers start together on a new schema (they race to create Optuna's tables),
+    join one study (the URL carries the password) and split a 40-point grid; each holds
+    its first trial until all four have one running."""
+    with schema(postgres_url()) as (url, _, _):
+        yield _run_four_workers(url, tmp_path_factory)
+
+
+def _run_four_workers(url, tmp_path_factory):
     gate = tmp_path_factory.mktemp("gate")
     study = unique("four-workers")
     argv = [
@@ -176,8 +181,6 @@ def test_password_from_the_environment_or_a_pgpass_file(tmp_path, monkeypatch):
 
 
 def test_read_only_writes_nothing_on_postgres(tmp_path):
-    import sqlalchemy
-
     url = postgres_url()
     study = unique("read-only")
     Records.open(url, study)
@@ -189,20 +192,16 @@ def test_read_only_writes_nothing_on_postgres(tmp_path):
         records.storage.set_study_user_attr(records._study_id, "x", 1)
     assert "read-only transaction" in str(e.value.__cause__)
     # A database without Optuna's tables is refused, and gets none: an empty schema.
-    schema = unique("empty").replace("-", "_")
-    engine = sqlalchemy.create_engine(Records.open(url, study).storage.url)
-    with engine.begin() as con:
-        con.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
-    in_schema = f"{url}?options=-csearch_path%3D{schema}"
-    with pytest.raises(StorageError, match="no Optuna tables"):
-        Records.open(in_schema, study, read_only=True)
-    with engine.begin() as con:
-        tables = con.execute(
-            sqlalchemy.text(
-                "select count(*) from information_schema.tables where table_schema = :s"
-            ),
-            {"s": schema},
-        ).scalar()
-        con.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
+    import sqlalchemy
+
+    with schema(url) as (in_schema, name, engine):
+        with pytest.raises(StorageError, match="no Optuna tables"):
+            Records.open(in_schema, study, read_only=True)
+        with engine.begin() as con:
+            tables = con.execute(
+                sqlalchemy.text(
+                    "select count(*) from information_schema.tables where table_schema = :s"
+                ),
+                {"s": name},
+            ).scalar()
     assert tables == 0

@@ -83,6 +83,10 @@ WITHDRAWN_ATTR = "hypergrad.withdrawn"
 ORPHAN_AFTER_S = 300.0
 
 
+_OPEN_ATTEMPTS = 4
+_RACES = ("already exists", "locked", "duplicate key")
+
+
 class ClaimTakenError(RecordsError):
     """Another trial holds the claim of the proposal: this one was withdrawn, not run."""
 
@@ -256,18 +260,19 @@ class Records:
                 f"directions must be 'minimize' or 'maximize' for each objective, got "
                 f"{directions!r}"
             )
-        # Workers started together on a new SQLite file race to create its tables and
-        # the study; the loser sees "already exists" or a lock, and simply tries again.
         if read_only:
             create = False
         if study is None and create:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             study = f"hypergrad-{stamp}-{uuid.uuid4().hex[:6]}"
-        for attempt in range(3):
+        # Workers started together on a new storage race to create its tables and the
+        # study; the loser sees "already exists", a lock, or (PostgreSQL creating a
+        # table's type twice) a duplicate key, and simply tries again.
+        for attempt in range(_OPEN_ATTEMPTS):
             try:
                 return cls._open(storage, study, tuple(directions), create, read_only)
             except StorageError as e:
-                if attempt == 2 or not any(w in str(e) for w in ("already exists", "locked")):
+                if attempt == _OPEN_ATTEMPTS - 1 or not any(w in str(e) for w in _RACES):
                     raise
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
