@@ -1,5 +1,6 @@
-"""A worker that stops at a chosen point of a trial, to be killed there:
-`python -m tests._records_faults STORAGE STUDY SAMPLER POINT MARKER`.
+"""Workers that stop at a chosen point of a trial, to be killed there:
+`python -m tests._records_faults STORAGE STUDY SAMPLER POINT MARKER [...]` (five
+arguments per worker).
 
 It runs `hypergrad.search.run` of `toy` on `FAULT_SPACE` (`SAMPLER` is `grid` or an
 Optuna sampler name) and, at its second arrival at `POINT`, writes its pid to `MARKER`
@@ -13,9 +14,15 @@ and waits to be killed (SIGKILL: no handler runs, as when a machine dies):
   trial's attributes and intermediate values are written already).
 
 The first arrival passes, so each worker completes a trial before it stops.
+
+This process imports the library once and forks one worker per five arguments (each
+worker a process of its own, as on separate machines, without paying the imports again);
+it reaps them as they are killed, and exits 1 (killing the rest) if one of them exits by
+itself, which a stopped worker never does.
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -99,5 +106,35 @@ def _stopping(stop):
     return objective
 
 
+def fork_workers(argv: list[str]) -> int:
+    specs = [argv[i : i + 5] for i in range(0, len(argv), 5)]
+    children = {}
+    for spec in specs:
+        pid = os.fork()
+        if pid == 0:  # the worker: run, and never return into the parent's code
+            code = 1
+            try:
+                code = main(spec)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = spec
+    failed = 0
+    while children:
+        pid, status = os.wait()
+        spec = children.pop(pid)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            continue  # stopped and killed, as planned
+        print(f"worker {spec[3]} (pid {pid}) ended by itself: status {status}", file=sys.stderr)
+        failed = 1
+        for other in children:
+            os.kill(other, signal.SIGKILL)
+    return failed
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(fork_workers(sys.argv[1:]))

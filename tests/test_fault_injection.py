@@ -38,31 +38,30 @@ def _storage(kind, tmp_path):
     return str(tmp_path / "faults.db") if kind == "sqlite" else postgres_url()
 
 
-def _start(storage, study, sampler, point, marker):
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests._records_faults", storage, study, sampler, point, marker],
+def _run_and_kill(specs: dict) -> dict:
+    """Start the workers (`{name: (storage, study, sampler, point, marker)}`), wait until
+    each has stopped at its point, SIGKILL them all; `{name: pid}`."""
+    argv = [str(a) for spec in specs.values() for a in spec]
+    forker = subprocess.Popen(
+        [sys.executable, "-m", "tests._records_faults", *argv],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
-
-
-def _kill_when_stopped(procs: dict, markers: dict) -> dict:
-    """Wait until every worker has stopped at its point, SIGKILL them all; `{point: pid}`."""
+    markers = {name: Path(spec[-1]) for name, spec in specs.items()}
     deadline = time.monotonic() + 120
     while not all(m.exists() for m in markers.values()):
-        for key, p in procs.items():
-            if p.poll() is not None:
-                raise AssertionError(f"worker {key} exited early:\n{p.stderr.read().decode()}")
+        assert forker.poll() is None, f"a worker exited early:\n{forker.stderr.read()}"
         assert time.monotonic() < deadline, "the workers never reached their stopping points"
         time.sleep(0.02)
-    for p in procs.values():
-        p.send_signal(signal.SIGKILL)
-    for p in procs.values():
-        p.wait(timeout=30)  # reaped: a zombie would still count as alive
-        p.stdout.close()
-        p.stderr.close()
-    return {key: p.pid for key, p in procs.items()}
+    pids = {name: int(m.read_text()) for name, m in markers.items()}
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    # The forker reaps them (a zombie would still count as alive) and says how they ended.
+    _, err = forker.communicate(timeout=60)
+    assert forker.returncode == 0, err
+    return pids
 
 
 def _key(params) -> tuple:
@@ -75,11 +74,9 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(tmp_path, kind):
     grid_study, tpe_study = unique("faults-grid"), unique("faults-tpe")
     Records.open(storage, grid_study)
     Records.open(storage, tpe_study)
-    markers = {p: tmp_path / f"stopped-{p}" for p in POINTS}
-    markers["tpe-create"] = tmp_path / "stopped-tpe-create"
-    procs = {p: _start(storage, grid_study, "grid", p, str(markers[p])) for p in POINTS}
-    procs["tpe-create"] = _start(storage, tpe_study, "tpe", "create", str(markers["tpe-create"]))
-    pids = _kill_when_stopped(procs, markers)
+    specs = {p: (storage, grid_study, "grid", p, tmp_path / f"stopped-{p}") for p in POINTS}
+    specs["tpe-create"] = (storage, tpe_study, "tpe", "create", tmp_path / "stopped-tpe")
+    pids = _run_and_kill(specs)
 
     # What the kills left: each stopped worker completed one trial; three of the grid's
     # workers (not the one stopped before ask) and the TPE worker hold a RUNNING trial.
