@@ -38,19 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 4
 
 
-def _cli(*argv, **env):
-    """`hypergrad ARGV` in a new process, as a user (or a cluster job) types it."""
-    return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from hypergrad.cli import main; sys.exit(main())"]
-        + list(argv),
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def four_workers(tmp_path_factory):
     """Four workers start together on a new schema (they race to create Optuna's tables),
@@ -70,18 +57,34 @@ def _run_four_workers(url, tmp_path_factory):
         "--sampler", "grid",
     ]  # fmt: skip
     env = {"HG_READY_DIR": str(gate), "HG_GO": str(gate / "go")}
-    procs = [_cli(*argv, **env) for _ in range(WORKERS)]
+    out = tmp_path_factory.mktemp("out")
+    # `hypergrad worker ...` in four processes (forked after one import; see the module).
+    forker = subprocess.Popen(
+        [sys.executable, "-m", "tests._records_fork", str(WORKERS), str(out), *argv],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def outputs():
+        return [
+            ((out / f"out-{i}").read_text(), (out / f"err-{i}").read_text())
+            for i in range(WORKERS)
+            if (out / f"err-{i}").exists()
+        ]
+
     deadline = time.monotonic() + 120
     while len([p for p in gate.iterdir() if p.name != "go"]) < WORKERS:
-        for p in procs:
-            assert p.poll() is None, p.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the workers never all started a trial"
+        assert forker.poll() is None, (forker.communicate(), outputs())
+        assert time.monotonic() < deadline, ("the workers never all started a trial", outputs())
         time.sleep(0.02)
     (gate / "go").touch()
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    return url, study, [p.pid for p in procs], outputs
+    codes, err = forker.communicate(timeout=300)
+    assert forker.returncode == 0, (codes, err, outputs())
+    pids = [int(pc.split(":")[0]) for pc in codes.split()]
+    return url, study, pids, outputs()
 
 
 def test_four_workers_complete_a_40_point_grid_once(four_workers):
