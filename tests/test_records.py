@@ -28,6 +28,7 @@ from hypergrad.records import (
     record_trial,
     reproduce,
     trial_seed,
+    worker,
 )
 from hypergrad.search import ASHA, OptunaSearch, RandomSearch, run
 
@@ -520,7 +521,8 @@ def test_every_trial_carries_its_worker_from_its_creation(tmp_path, kind):
     """Whoever creates a trial (Optuna's ask included), it has host and pid in its first
     write, so a worker killed right after ask() leaves a trial a restart can fail."""
     records = Records.open(tmp_path / STORAGES[kind], "w")
-    me = {"host": os.uname().nodename, "pid": os.getpid()}
+    me = worker()
+    assert me["host"] == os.uname().nodename and me["pid"] == os.getpid()
     asked = records.study.ask()  # Optuna's own ask, no hypergrad code around it
     direct = records.storage.create_new_trial(records._study_id)
     records.study.enqueue_trial({"x": 1.0})  # WAITING: its worker is whoever takes it
@@ -545,6 +547,19 @@ def test_orphan_running_trials_are_failed_on_resume(tmp_path):
     t = records.trial(orphan)
     assert t.state == TrialState.FAIL
     assert "no worker recorded and still running" in t.user_attrs["failed_reason"]
+
+
+def test_a_reused_pid_does_not_keep_a_dead_workers_trial_running(tmp_path):
+    """A restarted container hands out the same pids: the trial of the earlier process
+    with this very pid is failed, this process's own trial is not."""
+    records = Records.open(tmp_path / "p.db", "p")
+    me = worker()
+    earlier = {**me, "pid_start": "an-earlier-boot:12345"}
+    dead, _ = records.start({"x": 1.0}, attrs=earlier)
+    live, _ = records.start({"x": 2.0})
+    assert records.trial(dead).user_attrs["pid"] == records.trial(live).user_attrs["pid"]
+    assert records.fail_stale() == [dead]
+    assert records.trial(live).state == TrialState.RUNNING
 
 
 def test_studies_are_named_and_optuna_stays_quiet(tmp_path):

@@ -7,8 +7,10 @@ Interface: `environment(source=None) -> dict` of flat, JSON-serializable attribu
 `git_commit` and `git_dirty` (of the repository holding `source`, the objective's file;
 `None` outside one), and `command` (`sys.argv`, with the password of any URL in it
 masked). `same_machine(a, b)` says whether two such dicts describe the same CPU, device
-and versions (then results should agree bit for bit). `worker()` is `{"host", "pid"}`
-of this process, which every trial carries from its first write.
+and versions (then results should agree bit for bit). `worker()` is `{"host", "pid",
+"pid_start"}` of this process, which every trial carries from its first write;
+`process_start(pid)` tells a process from a later one given the same pid (Linux; `None`
+elsewhere).
 
 Invariant: gathering never fails; what cannot be found is `None`.
 """
@@ -30,11 +32,43 @@ X64 = "jax_enable_x64"
 # Who runs a trial: with these, a restart tells a dead local worker's trial from a live one.
 HOST_ATTR = "host"
 PID_ATTR = "pid"
+PID_START_ATTR = "pid_start"
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started, as `"BOOT_ID:TICKS"` (Linux), or `None` if unknown.
+
+    A restarted container or machine hands out the same pids again; with this a restart
+    tells its predecessor's trial, whose pid may now be its own, from its own.
+    """
+    boot = _boot_id()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Field 22, counted after the command name, which may hold spaces and ')'.
+            ticks = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{ticks}" if boot else None
+
+
+@functools.cache
+def _own_start(pid: int) -> str | None:  # keyed by pid: a forked child is another process
+    return process_start(pid)
 
 
 def worker() -> dict:
-    """`{HOST_ATTR: this host, PID_ATTR: this process}`."""
-    return {HOST_ATTR: platform.node(), PID_ATTR: os.getpid()}
+    """`{HOST_ATTR: this host, PID_ATTR: this process, PID_START_ATTR: its start}`."""
+    pid = os.getpid()
+    return {HOST_ATTR: platform.node(), PID_ATTR: pid, PID_START_ATTR: _own_start(pid)}
 
 
 def _version(package: str) -> str | None:

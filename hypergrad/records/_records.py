@@ -57,7 +57,14 @@ import optuna
 from optuna.trial import TrialState
 
 from ._distributions import to_optuna_distributions
-from ._environment import HOST_ATTR, PID_ATTR, environment, worker
+from ._environment import (
+    HOST_ATTR,
+    PID_ATTR,
+    PID_START_ATTR,
+    environment,
+    process_start,
+    worker,
+)
 from ._storage import (
     IncompatibleRecordError,
     RecordsError,
@@ -485,7 +492,7 @@ class Records:
                 continue
             if host != me[HOST_ATTR] or not isinstance(pid, int):
                 continue
-            if pid != me[PID_ATTR] and not _alive(pid):
+            if not _same_process_alive(pid, t.user_attrs.get(PID_START_ATTR), me):
                 self.fail(t.number, f"worker pid {pid} on {host} stopped before it finished")
                 marked.append(t.number)
         return marked
@@ -557,6 +564,14 @@ def _age_s(start: datetime.datetime | None) -> float | None:
     # The RDB storages keep naive local times, the journal aware UTC ones.
     now = datetime.datetime.now(start.tzinfo)
     return (now - start).total_seconds()
+
+
+def _same_process_alive(pid: int, started: str | None, me: dict) -> bool:
+    """Whether the process that wrote `pid` (started at `started`) still runs here."""
+    if started is not None:
+        # The pid may have been handed to another process since (this one, even).
+        return process_start(pid) == started
+    return pid == me[PID_ATTR] or _alive(pid)
 
 
 def _alive(pid: int) -> bool:
