@@ -17,10 +17,11 @@ dimensions absent) with their distributions; its value(s); its intermediate valu
 as user attributes `seed`, `budget`, `objective` (the importable reference
 `"package.module:function"`), `proposer` and `proposal_info`, `kind` (`"black-box"` or
 `"gradient"`), `wall_time_s`, `inner_solves`, `format`, the library versions, device, CPU,
-host, pid, git commit of the objective's repository, and the command
-(`hypergrad.records.environment`). Nothing else is needed to re-run it, so Optuna's own
-tools (optuna-dashboard, `optuna.visualization`, `optuna.importance`) read these studies
-as they read any other.
+git commit of the objective's repository, the command (`hypergrad.records.environment`,
+URL passwords masked), and its worker: `host`, `pid`, `pid_start`. Nothing else is
+needed to re-run it, so Optuna's own tools (optuna-dashboard, `optuna.visualization`,
+`optuna.importance`) read these studies as they read any other (a claim withdrawn by a
+grid worker shows there as a `FAIL` trial with `hypergrad.withdrawn`).
 
 Invariants: a trial of a built-in proposer is created with its configuration and
 attributes in one storage write (its seed, derived from the number the storage assigns,
