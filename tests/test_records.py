@@ -394,9 +394,10 @@ def test_reproduce_refuses_what_it_cannot_rerun(tmp_path):
 
 
 def test_docstring_examples():
-    from hypergrad.records import _records
+    from hypergrad.records import _masking, _records
 
-    assert doctest.testmod(_records).failed == 0
+    for module in (_records, _masking):
+        assert doctest.testmod(module).failed == 0
 
 
 def test_optuna_dashboard_reads_the_studies(recorded):
