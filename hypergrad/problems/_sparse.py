@@ -10,20 +10,20 @@ Objectives match scikit-learn's (so `alpha` means the same number in both):
                  (`LogisticRegression(l1_ratio=1, C=1 / (alpha n))`, intercept unpenalized)
 
 How the non-smooth part is carried: the problem's `inner` is the *smooth* data term; the
-penalty lives in the problem's `solver` (`FISTA` holding an `L1` or `ElasticNet` prox
-that reads the strengths from `hparams`) and in its `optimality`
-(`prox_fixed_point(inner, prox)`, restricted to the support). So
-`hypergrad.hypergradient(problem, h)` and `hypergrad.outer_loss(problem, h,
-method=Implicit())` work as for smooth problems; a solver passed in their place must
-carry the same prox.
+penalty lives in the problem's `solver` (working-set `CoordinateDescent` for the
+regressions, `FISTA` for the logistic ones, holding an `L1` or `ElasticNet` prox that
+reads the strengths from `hparams`) and in its `optimality` (`prox_fixed_point(inner,
+prox)`, restricted to the support). So `hypergrad.hypergradient(problem, h)` and
+`hypergrad.outer_loss(problem, h, method=Implicit())` work as for smooth problems; a
+solver passed in their place must carry the same prox.
 
-Data are `Rows(X, y, weight, lipschitz)`: a weight per row (1 for a row in the split, 0
-for a row out of it, so that the K folds of a cross-validation have the same shapes and
-stack under `vmap`) and the Lipschitz constant of the smooth term's gradient (the step
-size of the proximal solver, computed once with the data, not at every solve). No
-intercept for the regressions: center `y` and `X` first (the estimators in
-`hypergrad.sklearn` do). Outer objectives: the mean squared error (regression), the mean
-log-loss (classification), on the validation rows.
+Data are `Rows(X, y, weight)`: a weight per row (1 for a row in the split, 0 for a row
+out of it, so that the K folds of a cross-validation have the same shapes and stack
+under `vmap`), and for the logistic problems the Lipschitz constant of the smooth term's
+gradient (FISTA's step size, computed once with the data). No intercept for the
+regressions: center `y` and `X` first (the estimators in `hypergrad.sklearn` do). Outer
+objectives: the mean squared error (regression), the mean log-loss (classification), on
+the validation rows.
 """
 
 from typing import NamedTuple
@@ -36,18 +36,19 @@ import optax
 from .._bilevel import BilevelProblem
 from .._types import Array
 from ..methods._prox_fixed_point import prox_fixed_point
-from ..solvers import LBFGS, Newton
+from ..solvers import LBFGS, CoordinateDescent, Newton, least_squares
 from ..solvers._prox import FISTA, L1, ElasticNet
 
 
 class Rows(NamedTuple):
-    """A split of the data: design, targets, row weights and the smooth term's
-    Lipschitz constant (`lipschitz` is only read for the training split)."""
+    """A split of the data: design, targets, row weights, and optionally the Lipschitz
+    constant of the smooth term's gradient (read by `FISTA` through `lipschitz_of`; None:
+    computed when needed)."""
 
     X: Array
     y: Array
     weight: Array
-    lipschitz: Array
+    lipschitz: Array | None = None
 
 
 def _spectral_norm_sq(X, weight, iters=100):
@@ -67,7 +68,7 @@ def _spectral_norm_sq(X, weight, iters=100):
 _spectral_norm_sq_jit = jax.jit(_spectral_norm_sq, static_argnames="iters")
 
 
-def _as_rows(X, y, name, weight=None, logistic=False, lipschitz=True):
+def _as_rows(X, y, name, weight=None, logistic=False, lipschitz=False):
     X = jnp.asarray(X)
     y = jnp.asarray(y)
     if not jnp.issubdtype(X.dtype, jnp.floating):
@@ -87,21 +88,16 @@ def _as_rows(X, y, name, weight=None, logistic=False, lipschitz=True):
     if logistic and not bool(jnp.all((y == 0) | (y == 1))):
         raise ValueError(f"y_{name} must hold labels in {{0, 1}}")
     weight = jnp.ones(X.shape[0], X.dtype) if weight is None else jnp.asarray(weight, X.dtype)
-    lip = jnp.zeros((), X.dtype)
-    if lipschitz:
-        if logistic:  # sigmoid' <= 1/4; the intercept is one more column of ones
-            Xb = jnp.hstack([X, jnp.ones((X.shape[0], 1), X.dtype)])
-            lip = _spectral_norm_sq_jit(Xb, weight) / (4 * jnp.sum(weight))
-        else:
-            lip = _spectral_norm_sq_jit(X, weight) / jnp.sum(weight)
-    return Rows(X, y, weight, lip)
+    if not lipschitz:
+        return Rows(X, y, weight)
+    # FISTA's step for the logistic loss: sigmoid' <= 1/4, the intercept one more column.
+    Xb = jnp.hstack([X, jnp.ones((X.shape[0], 1), X.dtype)])
+    return Rows(X, y, weight, _spectral_norm_sq_jit(Xb, weight) / (4 * jnp.sum(weight)))
 
 
-def squared_loss(w, hparams, data: Rows):
-    """`1/(2 sum(weight)) sum_i weight_i (x_i^T w - y_i)^2`: the lasso's smooth part."""
-    del hparams
-    r = data.X @ w - data.y
-    return 0.5 * jnp.sum(data.weight * r**2) / jnp.sum(data.weight)
+# `1/(2 sum(weight)) sum_i weight_i (x_i^T w - y_i)^2`: the lasso's smooth part, the data
+# term `CoordinateDescent` minimizes (defined with the solver that relies on it).
+squared_loss = least_squares
 
 
 def mean_squared_error(w, hparams, data: Rows):
@@ -123,9 +119,13 @@ def ridge_loss(w, hparams, data: Rows):
 
 
 def lipschitz_of(hparams, data: Rows):
-    """The step-size rule of the ready problems: the constant stored with the data."""
+    """The step-size rule of `FISTA` on the ready problems: the constant stored with the
+    data, else `||diag(sqrt(weight)) X||_2^2 / sum(weight)` by power iteration (a quarter
+    of it for the logistic loss is not assumed: store it with the data for that)."""
     del hparams
-    return data.lipschitz
+    if data.lipschitz is not None:
+        return data.lipschitz
+    return _spectral_norm_sq(data.X, data.weight) / jnp.sum(data.weight)
 
 
 def alpha_max(X, y, weight=None) -> float:
@@ -146,7 +146,7 @@ def _check_positive(name, value, shape_ok):
 
 def _splits(X_train, y_train, X_val, y_val, X_test, y_test, logistic=False, weights=None):
     w_train, w_val = (None, None) if weights is None else weights
-    train = _as_rows(X_train, y_train, "train", w_train, logistic)
+    train = _as_rows(X_train, y_train, "train", w_train, logistic, lipschitz=logistic)
     val = _as_rows(X_val, y_val, "val", w_val, logistic, lipschitz=False)
     if val.X.shape[1] != train.X.shape[1]:
         raise ValueError(
@@ -159,10 +159,24 @@ def _splits(X_train, y_train, X_val, y_val, X_test, y_test, logistic=False, weig
     return train, val, test
 
 
-def _prox_problem(inner, outer, init, splits, hparams, prox, max_steps, tol, name):
-    """A problem whose penalty is `prox`: FISTA holds it, the optimality condition is the
-    support-restricted proximal fixed point."""
+def default_working_set(n: int, p: int) -> int:
+    """`CoordinateDescent`'s working-set size for the ready regressions: `n` rounded up to
+    a power of two (a lasso solution has at most `n` nonzeros), at least 64, at most `p`."""
+    return int(min(p, max(64, 1 << max(int(n) - 1, 1).bit_length())))
+
+
+def _cd(prox, train, tol, max_steps, working_set):
+    n, p = train.X.shape
+    size = default_working_set(n, p) if working_set is None else working_set
+    return CoordinateDescent(prox, tol=tol, max_steps=max_steps, working_set=size)
+
+
+def _prox_problem(inner, outer, init, splits, hparams, prox, max_steps, tol, name, solver=None):
+    """A problem whose penalty is `prox`: the solver holds it (FISTA unless given), the
+    optimality condition is the support-restricted proximal fixed point."""
     train, val, test = splits
+    if solver is None:
+        solver = FISTA(prox, max_steps=max_steps, tol=tol, lipschitz=lipschitz_of)
     return BilevelProblem(
         inner=inner,
         outer=outer,
@@ -172,7 +186,7 @@ def _prox_problem(inner, outer, init, splits, hparams, prox, max_steps, tol, nam
         test=test,
         hparams=hparams,
         optimality=prox_fixed_point(inner, prox),
-        solver=FISTA(prox, max_steps=max_steps, tol=tol, lipschitz=lipschitz_of),
+        solver=solver,
         name=name,
     )
 
@@ -187,8 +201,9 @@ def lasso(
     *,
     alpha=None,
     per_feature: bool = False,
-    tol: float = 1e-8,
-    max_steps: int = 20000,
+    tol: float = 1e-10,
+    max_steps: int = 100,
+    working_set: int | None = None,
     weights=None,
 ) -> BilevelProblem:
     """The lasso `1/(2n) ||y - X w||^2 + alpha ||w||_1` (scikit-learn's `Lasso`).
@@ -197,13 +212,15 @@ def lasso(
       X_train, y_train, X_val, y_val, X_test, y_test: the splits (test optional).
       alpha: the starting penalty (default `alpha_max / 10`): a scalar, or with
         `per_feature=True` one penalty per feature (the weighted lasso).
-      tol, max_steps: the FISTA solver's tolerance on the gradient-mapping norm and step
-        limit.
+      tol, max_steps, working_set: the `CoordinateDescent` solver's relative duality-gap
+        tolerance (scikit-learn's `tol`), round limit and working-set size (default
+        `default_working_set(n, p)`).
       weights: optional `(train_weights, val_weights)` per row (used for K folds).
 
     Returns:
       A `BilevelProblem` with hparams `{"alpha": ...}`, params `w` of shape `(p,)`,
-      solver `FISTA(L1("alpha"))` and the support-restricted optimality condition.
+      solver `CoordinateDescent(L1("alpha"))` and the support-restricted optimality
+      condition.
     """
     train, val, test = _splits(X_train, y_train, X_val, y_val, X_test, y_test, weights=weights)
     p, dtype = train.X.shape[1], train.X.dtype
@@ -214,16 +231,18 @@ def lasso(
     if per_feature:
         alpha = jnp.broadcast_to(alpha, (p,))
     name = "weighted_lasso" if per_feature else "lasso"
+    prox = L1("alpha")
     return _prox_problem(
         squared_loss,
         mean_squared_error,
         jnp.zeros(p, dtype),
         (train, val, test),
         {"alpha": alpha},
-        L1("alpha"),
+        prox,
         max_steps,
         tol,
         name,
+        _cd(prox, train, tol, max_steps, working_set),
     )
 
 
@@ -243,15 +262,17 @@ def elastic_net(
     *,
     alpha1=None,
     alpha2=None,
-    tol: float = 1e-8,
-    max_steps: int = 20000,
+    tol: float = 1e-10,
+    max_steps: int = 100,
+    working_set: int | None = None,
     weights=None,
 ) -> BilevelProblem:
     """The elastic net `1/(2n) ||y - X w||^2 + alpha1 ||w||_1 + alpha2/2 ||w||^2`.
 
     Two hyperparameters `{"alpha1", "alpha2"}` (defaults `alpha_max / 10` and
     `alpha_max / 10`); scikit-learn's `ElasticNet(alpha, l1_ratio)` is
-    `alpha1 = alpha * l1_ratio`, `alpha2 = alpha * (1 - l1_ratio)`.
+    `alpha1 = alpha * l1_ratio`, `alpha2 = alpha * (1 - l1_ratio)`. Solver arguments as
+    `lasso`.
     """
     train, val, test = _splits(X_train, y_train, X_val, y_val, X_test, y_test, weights=weights)
     p, dtype = train.X.shape[1], train.X.dtype
@@ -261,16 +282,18 @@ def elastic_net(
     _check_positive("alpha1", alpha1, lambda s: s == ())
     _check_positive("alpha2", alpha2, lambda s: s == ())
     hparams = {"alpha1": jnp.asarray(alpha1, dtype), "alpha2": jnp.asarray(alpha2, dtype)}
+    prox = ElasticNet("alpha1", "alpha2")
     return _prox_problem(
         squared_loss,
         mean_squared_error,
         jnp.zeros(p, dtype),
         (train, val, test),
         hparams,
-        ElasticNet("alpha1", "alpha2"),
+        prox,
         max_steps,
         tol,
         "elastic_net",
+        _cd(prox, train, tol, max_steps, working_set),
     )
 
 

@@ -36,6 +36,10 @@ class SolverState(NamedTuple):
     grad_norm: Array
     value0: Array
     grad_norm0: Array
+    # The tolerance of this run when given as data (`run(..., tol=...)`): an array read by
+    # `terminate` in place of the solver's static `tol`, so that one compiled program
+    # serves every tolerance of a schedule. None: the solver's own `tol`.
+    tol: Array | None = None
 
 
 def _check_steps(max_steps, tol, divergence):
@@ -87,6 +91,19 @@ class AbstractSolver(abc.ABC):
     ) -> tuple[Params, SolverState]:
         """One iteration; the returned state describes the returned params."""
 
+    def _converged(self, state: SolverState) -> Array:
+        """Whether `state` meets the tolerance (the run's `state.tol`, else `self.tol`);
+        with no tolerance, a run is converged when its steps are done."""
+        tol = self.tol if state.tol is None else state.tol
+        if tol is None:
+            return state.num_steps >= self.max_steps
+        return state.grad_norm <= tol
+
+    def extra_stats(self, state: SolverState) -> dict[str, Array]:
+        """Solver-specific entries of `Solution.stats` (a duality gap, epochs)."""
+        del state
+        return {}
+
     def terminate(
         self, fun: Objective, params: Params, state: SolverState, hparams: HParams, args: Args
     ) -> tuple[Array, Array]:
@@ -97,10 +114,7 @@ class AbstractSolver(abc.ABC):
             state.value > state.value0 + self.divergence * (1 + jnp.abs(state.value0))
         )
         out_of_steps = state.num_steps >= self.max_steps
-        if self.tol is None:
-            converged = out_of_steps
-        else:
-            converged = state.grad_norm <= self.tol
+        converged = self._converged(state)
         status = jnp.select(
             [~finite, blown, converged, out_of_steps],
             [Status.NONFINITE, Status.DIVERGED, Status.CONVERGED, Status.MAX_STEPS],
@@ -137,6 +151,7 @@ def advance(state: SolverState, inner, value, grad) -> SolverState:
 def make_solution(solver, fun, params, state, hparams, args) -> Solution:
     _, status = solver.terminate(fun, params, state, hparams, args)
     stats = {"num_steps": state.num_steps, "value": state.value, "grad_norm": state.grad_norm}
+    stats.update(solver.extra_stats(state))
     return Solution(params=params, state=state, stats=stats, status=status)
 
 
@@ -148,16 +163,21 @@ def run(
     args: Args = None,
     state: SolverState | None = None,
     max_steps: int | None = None,
+    tol: Array | float | None = None,
 ) -> Solution:
     """Run `solver` from `params` until it terminates (a `lax.while_loop`).
 
     Forward-differentiable, not reverse-differentiable; use `hypergrad.solve` with a
     method for derivatives. `state` resumes from a previous state instead of calling
     `init`; `max_steps` stops the loop once the state has taken that many steps in all,
-    below the solver's own limit (the status then reads as for an unfinished run).
+    below the solver's own limit (the status then reads as for an unfinished run). `tol`
+    replaces the solver's tolerance for this run as data (a traced value: one compiled
+    program for every tolerance).
     """
     if state is None:
         state = solver.init(fun, params, hparams, args)
+    if tol is not None:
+        state = state._replace(tol=jnp.asarray(tol, jnp.result_type(state.grad_norm)))
 
     def cond(carry):
         done, _ = solver.terminate(fun, *carry, hparams, args)

@@ -72,6 +72,14 @@ class AbstractProx(abc.ABC):
     def fixed_value(self, x: Array, hparams: HParams) -> Array:
         """Where the coordinates off the support sit (0 for L1, the bound for a box)."""
 
+    def strengths(self, hparams: HParams, size: int, dtype) -> tuple[Array, Array]:
+        """`(a, b)`, each of shape `(size,)`, when `g(x) = sum_j a_j |x_j| + b_j / 2 x_j^2`
+        (what coordinate descent needs); other penalties raise."""
+        raise TypeError(
+            f"{self!r} is not a sum of |x_j| and x_j^2 terms; coordinate descent supports "
+            "L1 and ElasticNet"
+        )
+
     # Prox operators are static parts of solvers: equal configurations compare and hash
     # equal, so that a rebuilt problem does not recompile.
     def __eq__(self, other):
@@ -113,6 +121,10 @@ class L1(AbstractProx):
     def fixed_value(self, x, hparams):
         return jnp.zeros_like(x)
 
+    def strengths(self, hparams, size, dtype):
+        a = jnp.broadcast_to(jnp.asarray(hparams[self.key], dtype), (size,))
+        return a, jnp.zeros((size,), dtype)
+
     def __repr__(self):
         return f"L1({self.key!r}, leaf={self.leaf!r})"
 
@@ -140,6 +152,10 @@ class ElasticNet(AbstractProx):
 
     def fixed_value(self, x, hparams):
         return jnp.zeros_like(x)
+
+    def strengths(self, hparams, size, dtype):
+        get = lambda k: jnp.broadcast_to(jnp.asarray(hparams[k], dtype), (size,))  # noqa: E731
+        return get(self.l1), get(self.l2)
 
     def __repr__(self):
         return f"ElasticNet({self.l1!r}, {self.l2!r}, leaf={self.leaf!r})"

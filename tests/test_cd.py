@@ -1,0 +1,165 @@
+"""Working-set coordinate descent (`CoordinateDescent`): solutions against scikit-learn and
+skglm, the duality gap against an independent computation, the block regime (a support
+larger than the working set), warm starts, and compile-once behavior."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hypergrad import problems
+from hypergrad.problems import Rows
+from hypergrad.solvers import L1, CoordinateDescent, ElasticNet, Status, least_squares, run
+
+skglm = pytest.importorskip("skglm")
+
+
+@pytest.fixture(scope="module")
+def data():
+    # p > n, correlated columns, unequal row weights (a fold with some rows left out).
+    X, y = problems.synthetic_regression(60, 90, noise=0.3, correlation=0.6, seed=4)
+    X, y = X - X.mean(0), y - y.mean()
+    weight = (np.random.default_rng(0).uniform(size=60) > 0.25).astype(float)
+    return X, y, weight
+
+
+def _rows(X, y, weight):
+    return Rows(jnp.asarray(X), jnp.asarray(y), jnp.asarray(weight))
+
+
+def _numpy_gap(X, y, s, w, a, b):
+    """The lasso/elastic-net duality gap by its textbook formula (primal minus dual at the
+    rescaled residual), in NumPy: an independent check of the solver's summed form."""
+    W = s.sum()
+    r = y - X @ w
+    u = X.T @ (s * r) / W
+    t = min(1.0, np.min(np.where((b == 0) & (np.abs(u) > a), a / np.abs(u), 1.0)))
+    fit = (s * r**2).sum() / (2 * W)
+    primal = fit + (a * np.abs(w)).sum() + 0.5 * (b * w**2).sum()
+    ridge = np.where(b > 0, np.maximum(t * np.abs(u) - a, 0) ** 2 / (2 * np.where(b > 0, b, 1)), 0)
+    dual = t * (s * r * y).sum() / W - t**2 * fit - ridge.sum()
+    return primal - dual
+
+
+def test_weighted_lasso_with_row_weights_matches_skglm(data):
+    X, y, s = data
+    a = 0.05 * np.random.default_rng(1).uniform(0.5, 2.0, X.shape[1])
+    solver = CoordinateDescent(L1("alpha"), tol=1e-24, working_set=64)
+    sol = jax.jit(lambda h: run(solver, least_squares, jnp.zeros(90), h, _rows(X, y, s)))(
+        {"alpha": jnp.asarray(a)}
+    )
+    keep = s > 0
+    penalty = skglm.penalties.WeightedL1(1.0, a)
+    ref = skglm.GeneralizedLinearEstimator(
+        penalty=penalty, solver=skglm.solvers.AndersonCD(tol=1e-14, fit_intercept=False)
+    ).fit(X[keep], y[keep])
+    assert int(sol.status) == Status.CONVERGED
+    assert 0 < np.sum(ref.coef_ != 0) < 60
+    # Both solve to an optimality residual near 1e-13; the solutions then agree to that
+    # size times the conditioning on the support (below 1e3 here).
+    np.testing.assert_allclose(sol.params, ref.coef_, atol=1e-9)
+    gap = _numpy_gap(X, y, s, np.asarray(sol.params), a, np.zeros_like(a))
+    # The textbook difference loses ~1e-16 of the objective (~0.1) to round-off.
+    assert abs(gap - float(sol.stats["gap"])) < 1e-15
+
+
+def test_elastic_net_gap_certified_and_matches_sklearn(data):
+    from sklearn.linear_model import ElasticNet as SkElasticNet
+
+    X, y, _ = data
+    a1, a2 = 0.04, 0.02
+    solver = CoordinateDescent(ElasticNet("a1", "a2"), tol=1e-8, working_set=64)
+    data_rows = _rows(X, y, np.ones(60))
+    sol = run(solver, least_squares, jnp.zeros(90), {"a1": a1, "a2": a2}, data_rows)
+    w = np.asarray(sol.params)
+    b = np.full(90, a2)
+    gap = _numpy_gap(X, y, np.ones(60), w, np.full(90, a1), b)
+    scale = float(y @ y / 60)
+    assert gap <= 1e-8 * scale + 1e-15  # what the solver promised, checked independently
+    # Strong convexity (alpha2) bounds the distance to the optimum: ||w - w*||^2 <= 2 gap / a2.
+    sk = SkElasticNet(alpha=a1 + a2, l1_ratio=a1 / (a1 + a2), fit_intercept=False, tol=1e-14)
+    sk.set_params(max_iter=10**6).fit(X, y)
+    assert np.linalg.norm(w - sk.coef_) <= np.sqrt(2 * (gap + 1e-15) / a2)
+
+
+def test_support_larger_than_working_set_is_solved_by_blocks(data):
+    # The support (~40) is larger than the working set (16): each round is then a block of
+    # the largest violations (block coordinate descent), slower but still convergent.
+    X, y, _ = data
+    rows = _rows(X, y, np.ones(60))
+    h = {"alpha": 3e-2}
+
+    def solve(size, steps):
+        solver = CoordinateDescent(L1(), tol=1e-12, working_set=size, max_steps=steps)
+        return run(solver, least_squares, jnp.zeros(90), h, rows)
+
+    small, large = solve(16, 5000), solve(128, 100)
+    assert int(small.status) == Status.CONVERGED and int(large.status) == Status.CONVERGED
+    assert np.sum(np.asarray(large.params) != 0) > 16
+    # Both at a relative gap of 1e-12: solutions within ~1e-6 of each other at worst
+    # (the gap is quadratic in the error); observed 1e-11.
+    np.testing.assert_allclose(small.params, large.params, atol=1e-6)
+
+
+def test_tolerance_and_penalty_are_data_no_retrace_under_jit_and_vmap(data):
+    X, y, s = data
+    rows = _rows(X, y, s)
+    solver = CoordinateDescent(L1(), working_set=64)
+    traces = []
+
+    @jax.jit
+    def solve(alpha, tol):
+        traces.append(1)
+        return run(solver, least_squares, jnp.zeros(90), {"alpha": alpha}, rows, tol=tol)
+
+    loose, tight = solve(0.05, 1e-4), solve(0.05, 1e-16)
+    solve(0.02, 1e-12)
+    assert len(traces) == 1
+    assert float(loose.stats["gap"]) > float(tight.stats["gap"])
+    assert int(loose.stats["epochs"]) < int(tight.stats["epochs"])
+    # vmap over penalties (what K folds or a population do) equals one solve at a time.
+    alphas = jnp.array([0.02, 0.05, 0.1])
+    batch = jax.vmap(lambda a: solve(a, 1e-16))(alphas)
+    for i, a in enumerate(alphas):
+        np.testing.assert_allclose(batch.params[i], solve(a, 1e-16).params, atol=1e-10)
+
+
+def test_warm_start_of_state_keeps_the_gram_cache(data):
+    X, y, s = data
+    rows = _rows(X, y, s)
+    solver = CoordinateDescent(L1(), tol=1e-16, working_set=64)
+    first = run(solver, least_squares, jnp.zeros(90), {"alpha": 0.05}, rows)
+    h = {"alpha": 0.045}
+    state = solver.reinit(least_squares, first.params, first.state, h, rows)
+    warm = run(solver, least_squares, first.params, h, rows, state=state)
+    cold = run(solver, least_squares, jnp.zeros(90), h, rows)
+    assert int(warm.status) == Status.CONVERGED
+    np.testing.assert_allclose(warm.params, cold.params, atol=1e-9)
+    # Features cached by the first solve keep their slots (their Gram rows are reused), and
+    # the cache holds the Gram matrix of its columns.
+    before, after = first.state.inner, warm.state.inner
+    k = int(before.count)
+    assert int(after.count) >= k
+    np.testing.assert_array_equal(np.asarray(after.slots)[:k], np.asarray(before.slots)[:k])
+    k = int(after.count)
+    cols = np.asarray(X)[:, np.asarray(after.slots)[:k]]
+    gram = (cols * s[:, None]).T @ cols / s.sum()
+    np.testing.assert_allclose(np.asarray(after.gram)[:k, :k], gram, atol=1e-12)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(TypeError, match="prox must be"):
+        CoordinateDescent("l1")
+    with pytest.raises(ValueError, match="working_set must be"):
+        CoordinateDescent(L1(), working_set=0)
+    with pytest.raises(ValueError, match="tol must be a number"):
+        CoordinateDescent(L1(), tol=None)
+    rows = Rows(jnp.ones((3, 2)), jnp.ones(3), jnp.ones(3))
+    with pytest.raises(ValueError, match="least_squares"):
+        run(
+            CoordinateDescent(L1()),
+            lambda w, h, d: jnp.sum(w**2),
+            jnp.zeros(2),
+            {"alpha": 1.0},
+            rows,
+        )
