@@ -336,6 +336,29 @@ def time_to(times, subopt, target: float) -> float:
     return float(np.asarray(times)[hit[0]]) if hit.size else math.inf
 
 
+def timed_hoag(problem, hparams, **kwargs):
+    """`hypergrad.tune.hoag` with a clock per outer step, compilation excluded.
+
+    With a callback, `hoag` runs its outer steps one at a time from Python and its history
+    carries `time_s` (without one it may run the whole loop compiled, and says None). Each
+    mode runs once untimed first (compilation), then timed. Returns `(result, times,
+    whole_loop_s)`: the stepwise run's result and per-step times, and the wall time of the
+    same call without a callback (the compiled loop, where the library offers one).
+    """
+    from hypergrad.tune import hoag
+
+    def noop(entry):
+        del entry
+
+    hoag(problem, hparams, **{**kwargs, "max_iter": 2}, callback=noop)
+    result = hoag(problem, hparams, **kwargs, callback=noop)
+    times = [float(e["time_s"]) for e in result.history]
+    hoag(problem, hparams, **kwargs)
+    start = time.perf_counter()
+    hoag(problem, hparams, **kwargs)
+    return result, times, time.perf_counter() - start
+
+
 def quiet_optuna():
     import optuna
 
