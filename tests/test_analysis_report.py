@@ -204,5 +204,7 @@ def test_report_refuses_bad_options(storage, tmp_path, capsys):
     assert "unknown section(s) ['speed']" in capsys.readouterr().err
     assert main([*args, "--top-k", "0"]) == 2
     assert "--top-k must be at least 1, got 0" in capsys.readouterr().err
+    assert main([*args, "--trial", "999"]) == 2
+    assert "has no trial 999" in capsys.readouterr().err
     assert main([*args, "--sections", "none"]) == 0
     assert "== importance" not in capsys.readouterr().out

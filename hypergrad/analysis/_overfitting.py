@@ -45,7 +45,6 @@ import numpy as np
 from .._bilevel import BilevelProblem
 from ..methods import outer_loss
 from ..problems import fold_indices
-from ..tune import aggregate_seeds
 from ._checks import check_int, direction_sign
 
 GAP_THRESHOLD = 0.10
@@ -256,6 +255,10 @@ def nested_cv(
         tests.append(float(test))
     vals, tests = np.asarray(vals), np.asarray(tests)
     gap = sign * (tests - vals)
+    # Imported here: hypergrad.tune reports validation gaps through this package, so
+    # a module-level import would make the two import each other.
+    from ..tune import aggregate_seeds
+
     g = aggregate_seeds(gap[None, :], confidence=confidence)
     t = aggregate_seeds(tests[None, :], confidence=confidence)
     overall = validation_gap(

@@ -31,7 +31,6 @@ from typing import NamedTuple
 import numpy as np
 import scipy.stats
 
-from ..tune import aggregate_seeds
 from ._checks import check_int, direction_sign
 
 
@@ -207,6 +206,10 @@ def seed_robustness(
     check_int("top_k", top_k)
     n, s = v.shape
     k = min(top_k, n)
+    # Imported here: hypergrad.tune reports validation gaps through this package, so
+    # a module-level import would make the two import each other.
+    from ..tune import aggregate_seeds
+
     summary = aggregate_seeds(sign * v, confidence=confidence)
     mean = sign * summary.mean
     lo, hi = sign * summary.ci_low, sign * summary.ci_high

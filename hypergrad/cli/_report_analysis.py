@@ -527,10 +527,14 @@ def plot(data, out: Path) -> list[Path]:
 
 def run(records, args, out: Path) -> int:
     """Print (or write as JSON) the chosen sections and plot them; the exit code."""
+    from ..records import RecordsError
+
     try:
         _check_args(args)
         _sections(args.sections)
-    except ValueError as e:
+        if args.trial is not None:
+            records.trial(args.trial)  # refuses a number the study does not have
+    except (ValueError, RecordsError) as e:
         print(f"hypergrad report: {e}", file=sys.stderr)
         return 2
     with warnings.catch_warnings():
