@@ -105,7 +105,8 @@ def _logits(params, X, width, depth):
 @functools.partial(jax.jit, static_argnames=("batch_size", "n_out"))
 def train_errors(key, lr, momentum, width, depth, train, evals, *, batch_size, n_out):
     """Train for `EPOCHS` epochs of minibatch SGD with momentum on `train`; the error rate
-    on each `(X, y)` of `evals`. One program per data shapes and batch size."""
+    and the cross-entropy on each `(X, y)` of `evals`. One program per data shapes and
+    batch size."""
     X, y = train
     n = X.shape[0]
     per_epoch = n // batch_size
@@ -130,9 +131,12 @@ def train_errors(key, lr, momentum, width, depth, train, evals, *, batch_size, n
     (params, _), _ = jax.lax.scan(
         epoch, (params, tx.init(params)), jax.random.split(k_data, EPOCHS)
     )
-    return tuple(
-        jnp.mean(jnp.argmax(_logits(params, Xe, width, depth), -1) != ye) for Xe, ye in evals
-    )
+    out = []
+    for Xe, ye in evals:
+        logits = _logits(params, Xe, width, depth)
+        xent = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, ye))
+        out.append((jnp.mean(jnp.argmax(logits, -1) != ye), xent))
+    return tuple(out)
 
 
 def scalars(config):
@@ -148,7 +152,7 @@ def scalars(config):
 def train_mlp(config, *, seed):
     """The recorded objective: validation error, with the test error as an attribute."""
     train, val, test = _data()
-    val_err, test_err = train_errors(
+    (val_err, _), (test_err, _) = train_errors(
         jax.random.key(seed),
         *scalars(config),
         train,
