@@ -94,6 +94,8 @@ def over_seeds(
         raise ValueError("over_seeds needs at least one value")
     if stat not in ("mean", "median"):
         raise ValueError(f"stat must be 'mean' or 'median', got stat={stat!r}")
+    if np.any(np.isnan(v)):
+        raise ValueError(f"over_seeds got NaN: {v.tolist()}")
     finite = v[np.isfinite(v)]
     if stat == "median":
         value = float(np.median(v))
