@@ -223,7 +223,12 @@ def draw_figure(spec: dict, path: Path) -> None:
         for s in series:
             x = np.asarray(_clean(s["x"]), float)
             y = np.asarray(_clean(s["y"]), float)
-            if kind == "line":
+            # A "line" series whose x do not increase (one point per seed, say) is drawn as
+            # points: a line through them would suggest an order that is not there.
+            ordered = bool(np.all(np.diff(x[np.isfinite(x)]) >= 0))
+            if kind == "line" and not ordered:
+                ax.scatter(x, y, s=18, label=s["label"], zorder=3)
+            elif kind == "line":
                 (line,) = ax.plot(x, y, marker="o", markersize=3, label=s["label"])
                 if "low" in s:
                     ax.fill_between(
