@@ -31,6 +31,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # name -> module path; the module defines `run(quick: bool)`.
 REGISTRY: dict[str, str] = {
+    "estimators": "benchmarks.estimators",
     "hypergradient_cost": "benchmarks.hypergradient_cost",
     "regularization": "benchmarks.regularization",
     "tuning": "benchmarks.tuning",

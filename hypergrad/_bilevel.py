@@ -33,6 +33,9 @@ class BilevelProblem:
         (`hypergrad.methods.OptimalityCondition`), or None for stationarity of `inner`.
       solver: the inner solver the problem is meant to be solved with.
       name: a short name for tables and records.
+      method: the differentiation method the problem is best differentiated with, used
+        where none is given (None: `Implicit()`); the sparse regressions choose
+        `Implicit(Dense(symmetric=True))`, an exact solve on the solver's working set.
     """
 
     inner: Callable[[Params, HParams, Args], Array] = dataclasses.field(metadata=dict(static=True))
@@ -45,3 +48,4 @@ class BilevelProblem:
     optimality: Any = dataclasses.field(default=None, metadata=dict(static=True))
     solver: Any = dataclasses.field(default=None, metadata=dict(static=True))
     name: str = dataclasses.field(default="problem", metadata=dict(static=True))
+    method: Any = dataclasses.field(default=None, metadata=dict(static=True))

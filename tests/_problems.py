@@ -1,5 +1,8 @@
 """Small well-conditioned bilevel problems shared by the tests (float64 unless asked)."""
 
+import contextlib
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -54,3 +57,20 @@ def central_difference(f, hparams, leaf="alpha", rel_step=None):
         hd = {**hparams, leaf: jnp.asarray(down.reshape(x.shape))}
         out[i] = (float(f(hu)) - float(f(hd))) / (2 * step)
     return out.reshape(x.shape)
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """The XLA compilations in the block, counted from JAX's public monitoring events
+    (one `/jax/core/compile/backend_compile_duration` event per program compiled)."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -89,7 +89,12 @@ def test_regressors_match_sklearn_cv(diabetes, kind):
     assert _cv_mse(a, X, y, cv) <= 1.005 * _cv_mse(b, X, y, cv)
     assert ours.coef_.shape == (X.shape[1],) and np.isfinite(ours.intercept_)
     assert ours.score(X, y) > 0.4  # R^2 of a sane linear fit on diabetes (~0.5)
-    assert len(ours.history_) == ours.n_iter_ == 30
+    # The search stops on convergence, before its cap of 30 steps.
+    if kind == "ridge":  # a scan, then Newton steps on log alpha
+        assert ours.n_iter_ < 30 and ours.stop_reason_ == "step"
+    else:
+        assert len(ours.history_) == ours.n_iter_ < 30
+        assert ours.stop_reason_ in ("gradient", "step", "stall")
 
 
 def _l1_logistic_cv_loss(X, y, cv, C):
@@ -136,7 +141,7 @@ def test_logistic_matches_sklearn_cv_and_reports_C(cancer, penalty):
     # C_ is the best outer step's penalty: the history shows it on the same scale.
     best = min(ours.history_, key=lambda e: e["criterion"])
     assert best["C"] == pytest.approx(ours.C_, rel=1e-12)
-    assert len(ours.history_) == ours.n_iter_ == 30
+    assert len(ours.history_) == ours.n_iter_ <= 30
 
 
 def test_per_feature_logistic(cancer):

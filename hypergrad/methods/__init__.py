@@ -16,6 +16,7 @@ from ._prox_fixed_point import support_size as support_size
 from ._solve import Hypergradient as Hypergradient
 from ._solve import hypergradient as hypergradient
 from ._solve import outer_loss as outer_loss
+from ._solve import problem_method as problem_method
 from ._solve import solve as solve
 from ._unrolled import Truncated as Truncated
 from ._unrolled import Unrolled as Unrolled

@@ -33,6 +33,19 @@ class AbstractMethod(ConfigEquality, abc.ABC):
         """Raise if this method cannot differentiate runs of `solver`."""
         del solver
 
+    # Warm starts of an outer loop, owned by the method: what carries from one
+    # hypergradient to the next (`hypergradient(init_params=, init_adjoint=, init_state=)`)
+    # as a triple `(params, adjoint, solver_state)`, None where the method keeps nothing.
+
+    def warm_start(self, solver: AbstractSolver, fun, params, hparams, args) -> tuple:
+        """The warm start of the first hypergradient, from `params`."""
+        del solver, fun, hparams, args
+        return params, None, None
+
+    def keep_warm(self, result) -> tuple:
+        """The warm start of the next hypergradient, from a `Hypergradient` result."""
+        return result.solution.params, None, None
+
 
 def solver_only_hparams(solver, fun, optimality, solution: Solution, hparams, args, which=None):
     """Paths of hyperparameter leaves that the solver reads but the optimality condition

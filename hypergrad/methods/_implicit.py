@@ -11,12 +11,13 @@ iterations: cost and memory do not depend on how many steps the inner solver too
 """
 
 import jax
+import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from ..solvers import Solution
 from ..solvers._base import run
 from ._base import AbstractMethod, raise_solver_only, solver_only_hparams
-from ._linear import CG, AbstractLinearSolver
+from ._linear import CG, AbstractLinearSolver, refine_cg
 from ._optimality import OptimalityCondition
 from ._tree import flatten_tangents, is_zero, zero_tangents
 
@@ -63,6 +64,16 @@ class Implicit(AbstractMethod):
     def __repr__(self):
         return f"Implicit({self.linear_solver!r})"
 
+    def warm_start(self, solver, fun, params, hparams, args):
+        # The adjoint from zero; the solver's state, whose working set and caches a later
+        # solve reuses (`AbstractSolver.reinit`).
+        adjoint = jax.tree.map(jnp.zeros_like, params)
+        return params, adjoint, solver.init(fun, params, hparams, args)
+
+    def keep_warm(self, result):
+        # The run's tolerance is not part of the warm start (the next run sets its own).
+        return result.solution.params, result.adjoint, result.solution.state._replace(tol=None)
+
     def check_optimality(self, optimality: OptimalityCondition) -> None:
         if self.linear_solver.requires_spd and not optimality.symmetric:
             raise ValueError(
@@ -71,8 +82,24 @@ class Implicit(AbstractMethod):
                 "GMRES, BiCGStab or Dense"
             )
 
-    def linear_solve(self, optimality, params, hparams, args, b, transpose: bool, x0=None):
-        """Solve `(dF/dparams) x = b`, or its transpose, at `params`."""
+    def linear_solve(
+        self,
+        optimality,
+        params,
+        hparams,
+        args,
+        b,
+        transpose: bool,
+        x0=None,
+        *,
+        tol=None,
+        solver=None,
+        state=None,
+    ):
+        """Solve `(dF/dparams) x = b`, or its transpose, at `params`. `tol` (data)
+        replaces the linear solver's tolerance; `solver` and `state` (the inner solve's
+        solver and final state) let a support-restricted condition be solved on the
+        solver's working set."""
         residual = lambda p: optimality.residual(p, hparams, args)  # noqa: E731
         if transpose and not optimality.symmetric:
             _, vjp = jax.vjp(residual, params)
@@ -87,7 +114,44 @@ class Implicit(AbstractMethod):
         def flat_matvec(v):
             return ravel_pytree(matvec(unravel(v)))[0]
 
-        return unravel(self.linear_solver(flat_matvec, flat_b, x0=flat_x0))
+        x = self._on_working_set(
+            optimality, params, hparams, flat_matvec, flat_b, flat_x0, tol, solver, state
+        )
+        if x is None:
+            x = self.linear_solver(flat_matvec, flat_b, x0=flat_x0, tol=tol)
+        return unravel(x)
+
+    def _on_working_set(self, optimality, params, hparams, matvec, b, x0, tol, solver, state):
+        """Solve `J x = b` for a support-restricted condition on the inner solver's
+        working set, or None when the solver keeps none.
+
+        `J` is the objective's Hessian on the support and the identity off it, so
+        `x = b` off the support and `H_SS x_S = b_S` on it. The solver holds `H` on its
+        working set (`restricted_hessian`): the system is solved there by this method's
+        linear solver, with products of the working set's size instead of the data's
+        (`O(working_set^2)` instead of `O(n p)`). Support coordinates outside the working
+        set (a support that outgrew it) are then brought in by conjugate-gradient steps
+        on the full system, none when there are none.
+        """
+        if solver is None or state is None or optimality.support is None:
+            return None
+        cache = solver.restricted_hessian(state, hparams)
+        if cache is None or not hasattr(params, "ndim") or params.ndim != 1:
+            return None
+        slots, count, hessian = cache
+        p, size = params.shape[0], slots.shape[0]
+        mask = optimality.support(params, hparams)
+        filled = jnp.arange(size) < count
+        on = filled & mask[slots]
+        # The system on the slots: the Hessian on the support, the identity elsewhere.
+        system = jnp.where(on[:, None] & on[None, :], hessian, jnp.diag(jnp.where(on, 0.0, 1.0)))
+        u0 = None if x0 is None else x0[slots]
+        u = self.linear_solver.solve_matrix(system, b[slots], x0=u0, tol=tol)
+        x = b.at[jnp.where(on, slots, p)].set(u, mode="drop")
+        in_slots = jnp.zeros(p, bool).at[jnp.where(filled, slots, p)].set(True, mode="drop")
+        missing = jnp.any(mask & ~in_slots)
+        rel = getattr(self.linear_solver, "tol", 1e-10) if tol is None else tol
+        return refine_cg(matvec, b, x, rel, jnp.where(missing, 10 * p, 0))
 
     def solve(self, solver, fun, init_params, hparams, args, optimality) -> Solution:
         self.check_optimality(optimality)
@@ -140,12 +204,17 @@ class Implicit(AbstractMethod):
                 jv = jax.jvp(residual, (sol.params,), (unravel(v),))[1]
                 return ravel_pytree(jv)[0]
 
-            ls = self.linear_solver
+            def linear(mv, b):
+                x = self._on_working_set(
+                    optimality, sol.params, h, mv, b, None, None, solver, sol.state
+                )
+                return self.linear_solver(mv, b) if x is None else x
+
             flat_dparams = jax.lax.custom_linear_solve(
                 matvec,
                 -flat_rhs,
-                solve=lambda mv, b: ls(mv, b),
-                transpose_solve=lambda vm, b: ls(vm, b),
+                solve=linear,
+                transpose_solve=linear,
                 symmetric=optimality.symmetric,
             )
             dparams = unravel(flat_dparams)

@@ -1,9 +1,10 @@
 """Linear solvers for the implicit-function-theorem system `A x = b`.
 
-Interface: `linear_solver(matvec, b, x0=None) -> x`, where `matvec(v) = A v` on pytrees
-shaped like the inner parameters, `b` is such a pytree, and `x0` an optional initial
-guess (a warm start from the previous outer step). Solvers that need `A` symmetric
-positive definite say so with `requires_spd = True`.
+Interface: `linear_solver(matvec, b, x0=None, tol=None) -> x`, where `matvec(v) = A v`
+on pytrees shaped like the inner parameters, `b` is such a pytree, `x0` an optional
+initial guess (a warm start from the previous outer step) and `tol` an optional
+tolerance for this call, as data (an outer loop's schedule), in place of the solver's
+own. Solvers that need `A` symmetric positive definite say so with `requires_spd = True`.
 
 For stationarity of a convex inner objective, `A` is the Hessian: symmetric, and positive
 definite when the objective is strongly convex.
@@ -49,8 +50,14 @@ class AbstractLinearSolver(ConfigEquality, abc.ABC):
     requires_spd: bool = False
 
     @abc.abstractmethod
-    def __call__(self, matvec, b, x0=None):
-        """The solution `x`, a pytree shaped like `b`."""
+    def __call__(self, matvec, b, x0=None, tol=None):
+        """The solution `x`, a pytree shaped like `b`; `tol` (iterative solvers) replaces
+        the relative tolerance for this call."""
+
+    def solve_matrix(self, a, b, x0=None, tol=None):
+        """`A x = b` for an explicit matrix `a` and a vector `b` (a system small enough
+        to hold, such as an inner solver's working set): by default through `a @ v`."""
+        return self(lambda v: a @ v, b, x0=x0, tol=tol)
 
 
 class CG(AbstractLinearSolver):
@@ -76,9 +83,11 @@ class CG(AbstractLinearSolver):
         _check_maxiter(maxiter)
         self.tol, self.atol, self.maxiter = tol, atol, maxiter
 
-    def __call__(self, matvec, b, x0=None):
+    def __call__(self, matvec, b, x0=None, tol=None):
+        tol = self.tol if tol is None else tol
+
         def solve(rhs):
-            return jsp.cg(matvec, rhs, tol=self.tol, atol=self.atol, maxiter=self.maxiter)[0]
+            return jsp.cg(matvec, rhs, tol=tol, atol=self.atol, maxiter=self.maxiter)[0]
 
         return _from_guess(solve, matvec, b, x0)
 
@@ -103,12 +112,14 @@ class GMRES(AbstractLinearSolver):
             raise ValueError(f"restart must be a positive int, got restart={restart!r}")
         self.tol, self.atol, self.restart, self.maxiter = tol, atol, restart, maxiter
 
-    def __call__(self, matvec, b, x0=None):
+    def __call__(self, matvec, b, x0=None, tol=None):
+        tol = self.tol if tol is None else tol
+
         def solve(rhs):
             return jsp.gmres(
                 matvec,
                 rhs,
-                tol=self.tol,
+                tol=tol,
                 atol=self.atol,
                 restart=self.restart,
                 maxiter=self.maxiter,
@@ -135,9 +146,11 @@ class BiCGStab(AbstractLinearSolver):
         _check_maxiter(maxiter)
         self.tol, self.atol, self.maxiter = tol, atol, maxiter
 
-    def __call__(self, matvec, b, x0=None):
+    def __call__(self, matvec, b, x0=None, tol=None):
+        tol = self.tol if tol is None else tol
+
         def solve(rhs):
-            return jsp.bicgstab(matvec, rhs, tol=self.tol, atol=self.atol, maxiter=self.maxiter)[0]
+            return jsp.bicgstab(matvec, rhs, tol=tol, atol=self.atol, maxiter=self.maxiter)[0]
 
         return _from_guess(solve, matvec, b, x0)
 
@@ -167,10 +180,10 @@ class Neumann(AbstractLinearSolver):
             raise ValueError(f"step_size must be positive, got step_size={step_size!r}")
         self.num_terms, self.step_size = num_terms, step_size
 
-    def __call__(self, matvec, b, x0=None):
+    def __call__(self, matvec, b, x0=None, tol=None):
         # x0 is not used: the series is a fixed linear map of b (that makes it unbiased
-        # as a truncation of A^{-1} b, and transposable).
-        del x0
+        # as a truncation of A^{-1} b, and transposable); nor is tol (a fixed length).
+        del x0, tol
         eta = self.step_size
 
         def body(_, carry):
@@ -193,8 +206,8 @@ class Dense(AbstractLinearSolver):
     def __init__(self, symmetric: bool = False):
         self.symmetric = bool(symmetric)
 
-    def __call__(self, matvec, b, x0=None):
-        del x0
+    def __call__(self, matvec, b, x0=None, tol=None):
+        del x0, tol
         flat_b, unravel = ravel_pytree(b)
         flat_matvec = lambda v: ravel_pytree(matvec(unravel(v)))[0]  # noqa: E731
         a = jax.vmap(flat_matvec, out_axes=1)(jnp.eye(flat_b.size, dtype=flat_b.dtype))
@@ -203,6 +216,12 @@ class Dense(AbstractLinearSolver):
         else:
             x = jnp.linalg.solve(a, flat_b)
         return unravel(x)
+
+    def solve_matrix(self, a, b, x0=None, tol=None):
+        del x0, tol
+        if self.symmetric:
+            return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), b)
+        return jnp.linalg.solve(a, b)
 
     def __repr__(self):
         return f"Dense(symmetric={self.symmetric})"
@@ -223,9 +242,34 @@ class Identity(AbstractLinearSolver):
             raise ValueError(f"scale must be positive, got scale={scale!r}")
         self.scale = scale
 
-    def __call__(self, matvec, b, x0=None):
-        del matvec, x0
+    def __call__(self, matvec, b, x0=None, tol=None):
+        del matvec, x0, tol
         return jax.tree.map(lambda t: self.scale * t, b)
 
     def __repr__(self):
         return f"Identity(scale={self.scale})"
+
+
+def refine_cg(matvec, b, x, tol, maxiter):
+    """Conjugate-gradient iterations on `A x = b` (flat vectors) from `x`, at most
+    `maxiter` of them, where `maxiter` may be traced: zero iterations cost nothing, which
+    is how the working-set solve below falls back to the full system only when it must
+    (jax.scipy's `cg` takes a static cap, which under `vmap` would run for every member)."""
+    r = b - matvec(x)
+    target = jnp.maximum(tol, 0.0) ** 2 * jnp.vdot(b, b)
+
+    def cond(c):
+        _, r, _, rr, k = c
+        return (k < maxiter) & (rr > target)
+
+    def body(c):
+        x, r, d, rr, k = c
+        ad = matvec(d)
+        step = rr / jnp.vdot(d, ad)
+        x, r = x + step * d, r - step * ad
+        rr_new = jnp.vdot(r, r)
+        return x, r, r + (rr_new / rr) * d, rr_new, k + 1
+
+    rr = jnp.vdot(r, r)
+    x, *_ = jax.lax.while_loop(cond, body, (x, r, r, rr, jnp.zeros((), jnp.int32)))
+    return x

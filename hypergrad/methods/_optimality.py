@@ -20,10 +20,16 @@ class OptimalityCondition(NamedTuple):
       residual: the function `F`.
       symmetric: whether `dF/dparams` is symmetric (true for the gradient of a scalar
         objective, whose Jacobian is the Hessian). Conjugate gradient needs it.
+      support: for a condition restricted to a support (`prox_fixed_point`), the mask
+        `support(params, hparams)` of the free coordinates: there `dF/dparams` is the
+        inner objective's Hessian, elsewhere the identity. Implicit differentiation then
+        solves on the inner solver's working set when the solver keeps one. None
+        otherwise.
     """
 
     residual: Callable[[Params, HParams, Args], Params]
     symmetric: bool
+    support: Callable[[Params, HParams], Params] | None = None
 
 
 def stationarity(fun) -> OptimalityCondition:

@@ -116,7 +116,13 @@ def _condition(smooth, prox, restricted):
         off = _at_leaf(params, prox.leaf, lambda v: v - c)
         return jax.tree.map(jnp.where, mask, g, off)
 
-    return OptimalityCondition(residual=residual, symmetric=True)
+    support = None
+    if prox.leaf is None:  # the working-set solve handles array params only
+
+        def support(params, hparams):
+            return jax.lax.stop_gradient(prox.support(jax.lax.stop_gradient(params), hparams))
+
+    return OptimalityCondition(residual=residual, symmetric=True, support=support)
 
 
 def support_size(prox: AbstractProx, params, hparams=None):

@@ -105,6 +105,14 @@ def solve(
     return check_status(sol, "solve") if throw else sol
 
 
+def problem_method(problem: BilevelProblem, method: AbstractMethod | None) -> AbstractMethod:
+    """The method to differentiate `problem` with: `method`, else the problem's own
+    (`BilevelProblem.method`), else `Implicit()`."""
+    if method is not None:
+        return method
+    return Implicit() if problem.method is None else problem.method
+
+
 def _problem_parts(problem, solver):
     if not isinstance(problem, BilevelProblem):
         raise TypeError(f"problem must be a BilevelProblem, got problem={problem!r}")
@@ -133,6 +141,7 @@ def outer_loss(
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got split={split!r}")
     solver, optimality = _problem_parts(problem, solver)
+    method = problem_method(problem, method)
     init = problem.init_params if init_params is None else init_params
     sol = solve(
         problem.inner,
@@ -175,6 +184,8 @@ def hypergradient(
     method: AbstractMethod | None = None,
     init_params: Params | None = None,
     init_adjoint: Params | None = None,
+    init_state: Any = None,
+    tol: Array | float | None = None,
     throw: bool = False,
 ) -> Hypergradient:
     """The hypergradient `d outer(params*(h), h) / d h` of a `BilevelProblem` at `hparams`.
@@ -182,14 +193,17 @@ def hypergradient(
     For `Implicit` this is the adjoint computation written out (one inner solve, one
     linear solve with `(dF/dparams)^T`, one vector-Jacobian product with `dF/dh`), so
     that the inner solution and the adjoint vector come back for warm starts
-    (`init_params`, `init_adjoint`) as in HOAG. For other methods it is
-    `jax.value_and_grad` of `outer_loss`.
+    (`init_params`, `init_adjoint`, and `init_state`: a previous solution's solver state
+    at `init_params`, whose working set and caches the solver may reuse) as in HOAG;
+    `tol` (data: one compiled program for every value) replaces the inner solver's and
+    the linear solver's tolerance. For other methods it is `jax.value_and_grad` of
+    `outer_loss` (`init_adjoint`, `init_state` and `tol` do not apply).
 
     Reference: Pedregosa, "Hyperparameter optimization with approximate gradient", 2016,
     https://arxiv.org/abs/1602.02355
     """
-    method = Implicit() if method is None else method
     solver, optimality = _problem_parts(problem, solver)
+    method = problem_method(problem, method)
     init = problem.init_params if init_params is None else init_params
 
     if not isinstance(method, Implicit):
@@ -216,7 +230,10 @@ def hypergradient(
 
     _check_inputs(problem.inner, init, hparams, problem.train, solver, method, optimality)
     method.check_optimality(optimality)
-    sol = run(solver, problem.inner, init, hparams, problem.train)
+    state = None
+    if init_state is not None:
+        state = solver.reinit(problem.inner, init, init_state, hparams, problem.train)
+    sol = run(solver, problem.inner, init, hparams, problem.train, state=state, tol=tol)
     if throw:
         check_status(sol, "hypergradient")
     bad = solver_only_hparams(solver, problem.inner, optimality, sol, hparams, problem.train)
@@ -226,7 +243,16 @@ def hypergradient(
         sol.params, hparams, problem.val
     )
     adjoint = method.linear_solve(
-        optimality, sol.params, hparams, problem.train, g_params, transpose=True, x0=init_adjoint
+        optimality,
+        sol.params,
+        hparams,
+        problem.train,
+        g_params,
+        transpose=True,
+        x0=init_adjoint,
+        tol=tol,
+        solver=solver,
+        state=sol.state,
     )
     _, vjp_h = jax.vjp(lambda h: optimality.residual(sol.params, h, problem.train), hparams)
     (g_indirect,) = vjp_h(adjoint)

@@ -9,6 +9,7 @@ from ._criteria import kfold_loss as kfold_loss
 from ._criteria import num_folds as num_folds
 from ._criteria import sure as sure
 from ._data import Split as Split
+from ._data import bucket as bucket
 from ._data import load as load
 from ._data import split_data as split_data
 from ._data import synthetic_classification as synthetic_classification
@@ -20,11 +21,18 @@ from ._linear_models import ridge_hypergradient as ridge_hypergradient
 from ._linear_models import ridge_solution as ridge_solution
 from ._mlp import mlp_accuracy as mlp_accuracy
 from ._mlp import mlp_digits as mlp_digits
+from ._ridge_path import RidgeFactors as RidgeFactors
+from ._ridge_path import held_out_mse as held_out_mse
+from ._ridge_path import loo_mse as loo_mse
+from ._ridge_path import ridge_coef as ridge_coef
+from ._ridge_path import ridge_factors as ridge_factors
 from ._sparse import Rows as Rows
 from ._sparse import alpha_max as alpha_max
+from ._sparse import default_working_set as default_working_set
 from ._sparse import elastic_net as elastic_net
 from ._sparse import elastic_net_logistic as elastic_net_logistic
 from ._sparse import lasso as lasso
+from ._sparse import lipschitz_of as lipschitz_of
 from ._sparse import log_loss as log_loss
 from ._sparse import logistic_rows as logistic_rows
 from ._sparse import mean_squared_error as mean_squared_error

@@ -80,18 +80,49 @@ def kfold(
             f" y.shape={y.shape}"
         )
     pairs = fold_indices(X.shape[0], folds, seed)
-    probs = []
-    for train_idx, val_idx in pairs:
-        wt, wv = np.zeros(len(y)), np.zeros(len(y))
-        wt[train_idx], wv[val_idx] = 1.0, 1.0
-        Xf, yf = X, y
-        if center:  # what a per-fold intercept does: center by the fold's training rows
-            Xf = X - X[train_idx].mean(0)
-            yf = y - y[train_idx].mean()
-        probs.append(builder(Xf, yf, Xf, yf, weights=(wt, wv), **kwargs))
-    # Defaults (the starting hparams) must agree across folds to stack: use the first's.
-    probs = [dataclasses.replace(p, hparams=probs[0].hparams) for p in probs]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *probs)
+    k, n = len(pairs), len(y)
+    wt, wv = np.zeros((k, n)), np.zeros((k, n))
+    for i, (train_idx, val_idx) in enumerate(pairs):
+        wt[i, train_idx], wv[i, val_idx] = 1.0, 1.0
+    if center:  # what a per-fold intercept does: center by the fold's training rows
+        Xs, ys = np.empty((k, *X.shape), np.result_type(X, float)), np.empty((k, n))
+        for i, (tr, _) in enumerate(pairs):
+            np.subtract(X, X[tr].mean(0), out=Xs[i])
+            np.subtract(y, y[tr].mean(), out=ys[i])
+    else:
+        Xs, ys = np.broadcast_to(X, (k, *X.shape)), np.broadcast_to(y, (k, n))
+    # The first fold's problem is built (and its input checked) by the builder; the others
+    # differ from it only in their rows' data and weights, stacked once on the fold axis.
+    # Their defaults (the starting hparams) are the first fold's.
+    first = builder(Xs[0], ys[0], Xs[0], ys[0], weights=(wt[0], wv[0]), **kwargs)
+    if not isinstance(first.train, Rows) or first.test is not None:
+        probs = [first] + [
+            builder(Xs[i], ys[i], Xs[i], ys[i], weights=(wt[i], wv[i]), **kwargs)
+            for i in range(1, k)
+        ]
+        probs = [dataclasses.replace(p, hparams=probs[0].hparams) for p in probs]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *probs)
+    dtype = first.train.X.dtype
+    Xj, yj = jnp.asarray(Xs, dtype), jnp.asarray(ys, dtype)
+    lip = first.train.lipschitz
+    if lip is not None:  # the logistic problems' FISTA step, per fold
+        lip = jnp.stack(
+            [lip]
+            + [
+                builder(
+                    Xs[i], ys[i], Xs[i], ys[i], weights=(wt[i], wv[i]), **kwargs
+                ).train.lipschitz
+                for i in range(1, k)
+            ]
+        )
+    stack = lambda t: jnp.broadcast_to(t, (k, *jnp.shape(t)))  # noqa: E731
+    return dataclasses.replace(
+        first,
+        train=Rows(Xj, yj, jnp.asarray(wt, dtype), lip),
+        val=Rows(Xj, yj, jnp.asarray(wv, dtype)),
+        init_params=jax.tree.map(stack, first.init_params),
+        hparams=jax.tree.map(stack, first.hparams),
+    )
 
 
 def num_folds(problem: BilevelProblem) -> int:

@@ -101,3 +101,20 @@ def synthetic_classification(
     prob = 1.0 / (1.0 + np.exp(-(X @ w)))
     y = (rng.random(n) < prob).astype(np.float64)
     return X, y
+
+
+def bucket(n: int, least: int = 8) -> int:
+    """The padded size of a dimension of size `n`: the smallest number `>= max(n, least)`
+    of the form `m * 2^e` with `m` in {4, 5, 6, 7}, so at most a quarter more than `n`.
+
+    Data padded to these sizes (zero-weight rows, zero columns) share compiled programs
+    across nearby sizes: four sizes per doubling instead of every size.
+
+    Example:
+      >>> [bucket(n) for n in (1, 9, 100, 442, 569, 1000, 5000)]
+      [8, 10, 112, 448, 640, 1024, 5120]
+    """
+    n = max(int(n), int(least), 1)
+    e = max(n.bit_length() - 3, 0)
+    m = -(-n // (1 << e))  # ceil(n / 2^e), between 4 and 8 for n >= 4
+    return m << e

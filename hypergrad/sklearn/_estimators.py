@@ -1,11 +1,16 @@
-"""scikit-learn estimators that tune their own penalty by hypergradient (HOAG).
+"""scikit-learn estimators that tune their own penalty by hypergradient.
 
 `HyperLasso`, `HyperElasticNet`, `HyperRidge` and `HyperLogisticRegression` are drop-in
 alternatives to `LassoCV`, `ElasticNetCV`, `RidgeCV` and `LogisticRegressionCV`: `fit`
-minimizes the K-fold cross-validation loss (mean squared error, or log-loss) over the
-penalty with `hypergrad.tune.hoag`, then refits on all rows. After `fit`: `alpha_` (or
-`C_`), `coef_`, `intercept_`, `history_` (one entry per outer step: penalty, criterion,
-inner iterations, wall time), `n_iter_` (outer steps), `n_inner_solves_`.
+minimizes the cross-validation loss (mean squared error, or log-loss) over the penalty,
+then refits on all rows. The sparse models and logistic regression run HOAG
+(`hypergrad.tune.hoag`) over the K folds as one program (`vmap`), with warm-started
+working-set solvers, and stop when converged (`max_iter` is a cap); ridge needs no
+iterative solver at all: one factorization gives the criterion and its exact
+hypergradient for every penalty (`hypergrad.problems.ridge_factors`), leave-one-out by
+default as `RidgeCV`. After `fit`: `alpha_` (or `C_`), `coef_`, `intercept_`, `history_`
+(one entry per criterion evaluation: penalty, criterion, inner iterations, wall time
+where measured), `n_iter_` (outer steps), `n_inner_solves_`, `stop_reason_`.
 
 Penalties are in scikit-learn's scale: `HyperLasso.alpha_` is `Lasso(alpha=...)`'s
 alpha, `HyperElasticNet` has `alpha_` and `l1_ratio_`, `HyperRidge.alpha_` is `Ridge`'s
@@ -13,10 +18,13 @@ alpha, `HyperElasticNet` has `alpha_` and `l1_ratio_`, `HyperRidge.alpha_` is `R
 `C` (an array with `per_feature=True`: then `C_[j]` is feature j's, a model no single-C
 estimator can express).
 
-Shapes are padded to buckets (rows and columns to the next power of two, with zero-weight
-rows and zero columns, which leave the fit unchanged) so that fitting data of nearby
-shapes reuses compiled programs. The computation runs in float64 whatever JAX's default.
+Shapes are padded to buckets (`hypergrad.problems.bucket`: at most a quarter more rows
+and columns, zero-weight rows and zero columns, which leave the fit unchanged) so that
+fitting data of nearby shapes reuses compiled programs. The computation runs in float64
+whatever JAX's default.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,17 +35,14 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import problems
+from ..problems._ridge_path import held_out_mse, loo_mse, ridge_coef, ridge_factors
 from ..solvers import run
 from ..tune import hoag
 
 
-def _bucket(n, least):
-    return max(least, 1 << int(np.ceil(np.log2(max(n, 1)))))
-
-
 def _pad(X, y):
     n, p = X.shape
-    Xp = np.zeros((_bucket(n, 128), _bucket(p, 16)))
+    Xp = np.zeros((problems.bucket(n), problems.bucket(p)))
     Xp[:n, :p] = X
     yp = np.zeros(Xp.shape[0])
     yp[:n] = y
@@ -45,8 +50,8 @@ def _pad(X, y):
 
 
 @jax.jit
-def _solve(pr, h):
-    return run(pr.solver, pr.inner, pr.init_params, h, pr.train)
+def _solve(pr, h, w0):
+    return run(pr.solver, pr.inner, w0, h, pr.train)
 
 
 def _check_bounds(bounds, name):
@@ -95,31 +100,44 @@ class _HyperLinear(BaseEstimator):
         return list(cv.split(X, y))
 
     def _tune(self, X, y, bounds, start, kwargs):
-        """HOAG over the folds on padded data: `(hparams, result)`."""
+        """HOAG over the folds on padded data: the `HoagResult`."""
         folds = self._folds(X, y)
         self._n_fold_train = float(np.mean([len(t) for t, _ in folds]))
         Xp, yp = _pad(X, y)
         center = getattr(self, "fit_intercept", False)
-        stacked = problems.kfold(self._builder, Xp, yp, folds, tol=1e-10, center=center, **kwargs)
+        stacked = problems.kfold(self._builder, Xp, yp, folds, center=center, **kwargs)
         lo, hi = bounds
-        res = hoag(
+        return hoag(
             stacked,
             start,
             lower=lo,
             upper=hi,
             max_iter=int(self.max_iter),
-            tol=1e-4,
+            tol=self._first_tol,
+            decrease=0.5,
             min_tol=self.tol,
+            value_tol=self._value_tol,
+            patience=3,
         )
-        return res
 
-    def _refit(self, X, y, hparams, kwargs):
+    # The search stops when three steps in a row improve the CV criterion by less than
+    # this (relative): a CV estimate is not more precise than that.
+    _value_tol = 1e-5
+
+    # The inner tolerance HOAG starts from (it decreases to `tol`): the solver's own
+    # measure, the relative duality gap for coordinate descent.
+    _first_tol = 1e-5
+
+    def _refit(self, X, y, hparams, kwargs, start=None):
+        """The model on all rows at `hparams`, warm-started from `start` (the folds' mean
+        solution) when given."""
         Xp, yp = _pad(X, y)
         w = np.zeros(len(yp))
         w[: len(y)] = 1.0
-        pr = self._builder(Xp, yp, Xp, yp, weights=(w, w), tol=1e-10, **kwargs)
+        pr = self._builder(Xp, yp, Xp, yp, weights=(w, w), **kwargs)
         h = {k: jnp.asarray(v) for k, v in hparams.items()}
-        return jax.tree.map(np.asarray, _solve(pr, h).params)
+        w0 = pr.init_params if start is None else jax.tree.map(jnp.asarray, start)
+        return jax.tree.map(np.asarray, _solve(pr, h, w0).params)
 
     def _history(self, res, to_sklearn):
         return [
@@ -131,6 +149,11 @@ class _HyperLinear(BaseEstimator):
             }
             for e in res.history
         ]
+
+    def _record(self, res, to_sklearn):
+        self.history_ = self._history(res, to_sklearn)
+        self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
+        self.stop_reason_ = res.stop_reason
 
     def _validate(self, X, y):
         self._check_common()
@@ -169,8 +192,11 @@ class HyperLasso(_HyperRegressor):
       cv: folds as in scikit-learn (an int K, a splitter, or `(train, test)` pairs).
       alpha_bounds: `(lower, upper)` for `alpha` (default
         `(alpha_max * 1e-4, alpha_max)`, `alpha_max` the smallest alpha zeroing the fit).
-      max_iter: outer (HOAG) steps.
-      tol: the final inner and adjoint tolerance (relative).
+      max_iter: the largest number of outer (HOAG) steps; the search stops earlier when
+        it has converged (`stop_reason_` says why it stopped: "gradient", "step" or
+        "stall", see `hypergrad.tune.hoag`, or "max_iter").
+      tol: the final inner tolerance (relative duality gap, scikit-learn's `tol`) and
+        adjoint tolerance.
       fit_intercept: center `X` and `y` and fit an intercept.
       criterion: "cv" (K-fold mean squared error).
 
@@ -178,15 +204,15 @@ class HyperLasso(_HyperRegressor):
       >>> from sklearn.datasets import load_diabetes
       >>> from hypergrad.sklearn import HyperLasso
       >>> X, y = load_diabetes(return_X_y=True)
-      >>> est = HyperLasso(max_iter=10).fit(X, y)
-      >>> est.alpha_ > 0 and len(est.history_) == 10
-      True
+      >>> est = HyperLasso().fit(X, y)
+      >>> est.alpha_ > 0, est.stop_reason_ in ("gradient", "step", "stall")
+      (True, True)
     """
 
     _builder = staticmethod(problems.lasso)
 
     def __init__(
-        self, *, cv=5, alpha_bounds=None, max_iter=30, tol=1e-7, fit_intercept=True, criterion="cv"
+        self, *, cv=5, alpha_bounds=None, max_iter=30, tol=1e-8, fit_intercept=True, criterion="cv"
     ):
         self.cv, self.alpha_bounds, self.max_iter = cv, alpha_bounds, max_iter
         self.tol, self.fit_intercept, self.criterion = tol, fit_intercept, criterion
@@ -201,10 +227,9 @@ class HyperLasso(_HyperRegressor):
             start = float(np.clip(amax / 10, *bounds))
             res = self._tune(Xc, yc, bounds, {"alpha": start}, {})
             self.alpha_ = float(res.hparams["alpha"])
-            w = self._refit(Xc, yc, {"alpha": self.alpha_}, {})
+            w = self._refit(Xc, yc, {"alpha": self.alpha_}, {}, np.mean(res.params, axis=0))
         self._finish(w, X.shape[1])
-        self.history_ = self._history(res, lambda h: {"alpha": float(h["alpha"])})
-        self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
+        self._record(res, lambda h: {"alpha": float(h["alpha"])})
         return self
 
 
@@ -214,13 +239,13 @@ class HyperElasticNet(_HyperRegressor):
 
     Tunes `alpha1 = alpha * l1_ratio` and `alpha2 = alpha * (1 - l1_ratio)` in log space,
     each within `alpha_bounds`. Same arguments as `HyperLasso`. After `fit`: `alpha_`,
-    `l1_ratio_`, `coef_`, `intercept_`, `history_`.
+    `l1_ratio_`, `coef_`, `intercept_`, `history_`, `stop_reason_`.
     """
 
     _builder = staticmethod(problems.elastic_net)
 
     def __init__(
-        self, *, cv=5, alpha_bounds=None, max_iter=30, tol=1e-7, fit_intercept=True, criterion="cv"
+        self, *, cv=5, alpha_bounds=None, max_iter=30, tol=1e-8, fit_intercept=True, criterion="cv"
     ):
         self.cv, self.alpha_bounds, self.max_iter = cv, alpha_bounds, max_iter
         self.tol, self.fit_intercept, self.criterion = tol, fit_intercept, criterion
@@ -239,25 +264,46 @@ class HyperElasticNet(_HyperRegressor):
             s = float(np.clip(amax / 20, *bounds))
             res = self._tune(Xc, yc, bounds, {"alpha1": s, "alpha2": s}, {})
             h = {k: float(v) for k, v in res.hparams.items()}
-            w = self._refit(Xc, yc, h, {})
+            w = self._refit(Xc, yc, h, {}, np.mean(res.params, axis=0))
         self.alpha_, self.l1_ratio_ = to_sk(h)["alpha"], to_sk(h)["l1_ratio"]
         self._finish(w, X.shape[1])
-        self.history_ = self._history(res, to_sk)
-        self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
+        self._record(res, to_sk)
         return self
 
 
 class HyperRidge(_HyperRegressor):
-    """Ridge with `alpha` tuned by cross-validation and HOAG; an alternative to `RidgeCV`.
+    """Ridge with `alpha` tuned by its exact hypergradient; an alternative to `RidgeCV`.
 
-    `alpha_` is on scikit-learn's scale (`||y - X w||^2 + alpha ||w||^2`, not averaged);
-    `alpha_bounds` too. Same other arguments as `HyperLasso`.
+    One factorization (an eigendecomposition of the smaller Gram matrix, the cost of
+    `RidgeCV`'s own) gives the criterion, its gradient and its curvature for every
+    `alpha` in `O(n min(n, p))`: a coarse scan of `alpha_bounds` in log scale, then
+    safeguarded Newton steps on `log alpha` from the best scanned point.
+
+    Args:
+      cv: None (default) for the leave-one-out error in closed form (`RidgeCV`'s
+        default), or folds as in scikit-learn (one factorization per fold).
+      alpha_bounds: `(lower, upper)` on scikit-learn's scale (`||y - X w||^2 + alpha
+        ||w||^2`); default `(1e-6, 1e6)` times the mean eigenvalue of `X^T X`.
+      max_iter: the largest number of Newton steps after the scan.
+      tol: stop when a Newton step moves `log alpha` by less than `tol`.
+      fit_intercept: center `X` and `y` and fit an intercept.
+      criterion: "cv".
+
+    After `fit`: `alpha_`, `coef_`, `intercept_`, `history_` (the scanned and Newton
+    points), `n_iter_` (Newton steps), `stop_reason_` ("step" or "max_iter").
     """
 
-    _builder = staticmethod(problems.ridge_rows)
+    _scan = 24  # log-spaced penalties scanned before the Newton steps
 
     def __init__(
-        self, *, cv=5, alpha_bounds=None, max_iter=30, tol=1e-7, fit_intercept=True, criterion="cv"
+        self,
+        *,
+        cv=None,
+        alpha_bounds=None,
+        max_iter=30,
+        tol=1e-8,
+        fit_intercept=True,
+        criterion="cv",
     ):
         self.cv, self.alpha_bounds, self.max_iter = cv, alpha_bounds, max_iter
         self.tol, self.fit_intercept, self.criterion = tol, fit_intercept, criterion
@@ -265,21 +311,140 @@ class HyperRidge(_HyperRegressor):
     def fit(self, X, y):
         X, y = self._validate(X, y)
         bounds = _check_bounds(self.alpha_bounds, "alpha_bounds")
-        n = X.shape[0]
+        n, p = X.shape
         with jax.enable_x64(True):
             Xc, yc = self._center(X, y)
-            # Our alpha multiplies the averaged loss: scikit-learn's alpha over n.
-            b = (bounds[0] / n, bounds[1] / n) if bounds else (1e-6, 1e4)
-            res = self._tune(Xc, yc, b, {"alpha": float(np.clip(1.0 / n, *b))}, {})
-            # scikit-learn's alpha is on the summed loss: the folds' alpha times their
-            # number of training rows, and the refit on all n rows uses it over n.
-            nf = self._n_fold_train
-            self.alpha_ = float(res.hparams["alpha"]) * nf
-            w = self._refit(Xc, yc, {"alpha": self.alpha_ / n}, {})
-        self._finish(w, X.shape[1])
-        self.history_ = self._history(res, lambda h: {"alpha": float(h["alpha"]) * nf})
-        self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
+            if bounds is None:
+                mean_eig = max(float(np.sum(Xc**2)) / max(min(n, p), 1), 1e-12)
+                bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
+            Xp, yp = _pad(Xc, yc)
+            intercept = bool(self.fit_intercept)
+            if self.cv is None:
+                data = (Xp, yp, n, intercept)
+                found, coef, history = _ridge_loo(
+                    *map(jnp.asarray, (Xp, yp)),
+                    n,
+                    intercept,
+                    *np.log(bounds),
+                    self.tol,
+                    self._scan,
+                    int(self.max_iter),
+                )
+            else:
+                data = self._ridge_folds(X, y, Xp.shape)
+                found, coef, history = _ridge_kfold(
+                    *data,
+                    jnp.asarray(Xp),
+                    jnp.asarray(yp),
+                    n,
+                    *np.log(bounds),
+                    self.tol,
+                    self._scan,
+                    int(self.max_iter),
+                )
+            del data
+            self.alpha_ = float(np.exp(found))
+            w = np.asarray(coef)
+        self._finish(w, p)
+        alphas, values, steps = (np.asarray(a) for a in history)
+        used = ~np.isnan(values)
+        self.history_ = [
+            {"alpha": float(np.exp(a)), "criterion": float(v), "inner_steps": 0, "time_s": None}
+            for a, v in zip(alphas[used], values[used], strict=True)
+        ]
+        self.n_iter_ = int(steps)
+        self.n_inner_solves_ = 0
+        self.stop_reason_ = "step" if self.n_iter_ < int(self.max_iter) else "max_iter"
         return self
+
+    def _ridge_folds(self, X, y, shape):
+        """Per fold: the training rows centered by their means (zero rows elsewhere) and
+        the validation rows, padded to one shape, stacked."""
+        folds = self._folds(X, y)
+        k = len(folds)
+        Xt, yt = np.zeros((k, *shape)), np.zeros((k, shape[0]))
+        Xv, yv, wv = np.zeros((k, *shape)), np.zeros((k, shape[0])), np.zeros((k, shape[0]))
+        n_train = np.zeros(k)
+        p = X.shape[1]
+        for i, (tr, va) in enumerate(folds):
+            xm, ym = (X[tr].mean(0), y[tr].mean()) if self.fit_intercept else (0.0, 0.0)
+            Xt[i, : len(tr), :p], yt[i, : len(tr)] = X[tr] - xm, y[tr] - ym
+            Xv[i, : len(va), :p], yv[i, : len(va)], wv[i, : len(va)] = X[va] - xm, y[va] - ym, 1
+            n_train[i] = len(tr)
+        return tuple(map(jnp.asarray, (Xt, yt, Xv, yv, wv, n_train)))
+
+
+def _minimize_log(criterion, lo, hi, tol, scan, max_iter):
+    """Minimize `criterion(log alpha)` over `[lo, hi]`: the best of `scan` log-spaced
+    points, then Newton steps (gradient and curvature by JAX) kept inside the scanned
+    bracket around it, halved when they do not decrease the criterion. Returns
+    `(log alpha, history (points, values, newton steps))`."""
+    grid = jnp.linspace(lo, hi, scan)
+    values = jax.vmap(criterion)(grid)
+    i = jnp.argmin(jnp.where(jnp.isnan(values), jnp.inf, values))
+    left, right = grid[jnp.maximum(i - 1, 0)], grid[jnp.minimum(i + 1, scan - 1)]
+    grad = jax.grad(criterion)
+
+    def curvature(t):
+        return jax.jvp(grad, (t,), (jnp.ones_like(t),))[1]
+
+    def body(carry):
+        t, f, k, _, pts, vals = carry
+        g, c = grad(t), curvature(t)
+        newton = jnp.where(c > 0, -g / jnp.where(c > 0, c, 1.0), -jnp.sign(g) * (right - left) / 4)
+        trial = jnp.clip(t + newton, left, right)
+
+        def halve(carry):
+            s, _ = carry
+            s = t + 0.5 * (s - t)
+            return s, criterion(s)
+
+        trial, f_trial = jax.lax.while_loop(
+            lambda c: (c[1] > f) & (jnp.abs(c[0] - t) > tol), halve, (trial, criterion(trial))
+        )
+        better = f_trial <= f
+        moved = jnp.abs(trial - t)
+        t, f = jnp.where(better, trial, t), jnp.where(better, f_trial, f)
+        pts, vals = pts.at[scan + k].set(trial), vals.at[scan + k].set(f_trial)
+        return t, f, k + 1, jnp.where(better, moved, 0.0), pts, vals
+
+    def cond(carry):
+        _, _, k, moved, _, _ = carry
+        return (k < max_iter) & (moved > tol)
+
+    nan = jnp.full(max_iter, jnp.nan, grid.dtype)
+    pts, vals = jnp.concatenate([grid, nan]), jnp.concatenate([values, nan])
+    init = (
+        grid[i],
+        values[i],
+        jnp.zeros((), jnp.int32),
+        jnp.asarray(jnp.inf, grid.dtype),
+        pts,
+        vals,
+    )
+    t, _, k, _, pts, vals = jax.lax.while_loop(cond, body, init)
+    return t, (pts, vals, k)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "intercept", "scan", "max_iter"))
+def _ridge_loo(X, y, n, intercept, lo, hi, tol, scan, max_iter):
+    f = ridge_factors(X, y, intercept=intercept, n_rows=n)
+    t, history = _minimize_log(lambda t: loo_mse(f, jnp.exp(t)), lo, hi, tol, scan, max_iter)
+    return t, ridge_coef(f, jnp.exp(t)), history
+
+
+@functools.partial(jax.jit, static_argnames=("n", "scan", "max_iter"))
+def _ridge_kfold(Xt, yt, Xv, yv, wv, n_train, X, y, n, lo, hi, tol, scan, max_iter):
+    folds = jax.vmap(lambda a, b, m: ridge_factors(a, b, n_rows=m))(Xt, yt, n_train)
+
+    def criterion(t):
+        errors = jax.vmap(lambda f, a, b, w: held_out_mse(f, a, b, jnp.exp(t), w))(
+            folds, Xv, yv, wv
+        )
+        return jnp.mean(errors)
+
+    t, history = _minimize_log(criterion, lo, hi, tol, scan, max_iter)
+    return t, ridge_coef(ridge_factors(X, y, n_rows=n), jnp.exp(t)), history
 
 
 class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
@@ -307,7 +472,7 @@ class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
         cv=5,
         C_bounds=None,
         max_iter=30,
-        tol=1e-7,
+        tol=1e-8,
         criterion="cv",
     ):
         self.penalty, self.per_feature, self.cv, self.C_bounds = penalty, per_feature, cv, C_bounds
@@ -336,18 +501,18 @@ class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
             bounds = (1 / (Cb[1] * n), 1 / (Cb[0] * n))
             start = float(np.clip(1.0 / n, *bounds))
             if self.per_feature:
-                start = np.full(_bucket(p, 16), start)
+                start = np.full(problems.bucket(p), start)
             res = self._tune(X, y01, bounds, {"alpha": start}, {})
             # C multiplies the summed loss: C = 1 / (alpha n_fold) on the folds, and the
             # refit on all n rows uses alpha = 1 / (C n), as LogisticRegression(C) would.
             nf = self._n_fold_train
             a = np.asarray(res.hparams["alpha"])
-            params = self._refit(X, y01, {"alpha": a * nf / n}, {})
+            start = jax.tree.map(lambda t: np.mean(t, axis=0), res.params)
+            params = self._refit(X, y01, {"alpha": a * nf / n}, {}, start)
         self.C_ = self._to_C(a, p, nf)
         self.coef_ = np.asarray(params["w"])[None, :p]
         self.intercept_ = np.asarray(params["b"]).reshape(1)
-        self.history_ = self._history(res, lambda h: {"C": self._to_C(h["alpha"], p, nf)})
-        self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
+        self._record(res, lambda h: {"C": self._to_C(h["alpha"], p, nf)})
         return self
 
     def _to_C(self, alpha, p, n):

@@ -20,6 +20,8 @@ from ._prox import AbstractProx as AbstractProx
 from ._prox import Box as Box
 from ._prox import ElasticNet as ElasticNet
 from ._prox import ProximalGradient as ProximalGradient
+from ._prox_newton import ProxNewton as ProxNewton
+from ._prox_newton import logistic_loss as logistic_loss
 from ._solution import Solution as Solution
 from ._solution import Status as Status
 from ._solution import check_status as check_status

@@ -69,6 +69,11 @@ class AbstractSolver(abc.ABC):
     # Whether `step` can be reverse-differentiated (no while loop inside, such as a line
     # search): unrolled reverse-mode methods need it.
     reverse_differentiable: bool = True
+    # Whether independent solves (K folds, a population) run faster one after another
+    # (`lax.map`) than as one batched program (`vmap`): true for solvers that index the
+    # data at member-dependent positions (coordinate descent), which `vmap` turns into
+    # gathers and scatters and runs for as long as the slowest member. See `batch_apply`.
+    sequential_batches: bool = False
 
     # Solvers are static parts of problems and jitted functions: two solvers with the same
     # configuration must compare (and hash) equal, or JAX would recompile for each copy.
@@ -99,6 +104,23 @@ class AbstractSolver(abc.ABC):
             return state.num_steps >= self.max_steps
         return state.grad_norm <= tol
 
+    def reinit(
+        self, fun: Objective, params: Params, state: SolverState, hparams: HParams, args: Args
+    ) -> SolverState:
+        """The state at `params` for new `hparams`, reusing what `state` (a previous run's
+        final state at `params`) holds that does not depend on them (a working set, a
+        cache). By default nothing: `init`."""
+        del state
+        return self.init(fun, params, hparams, args)
+
+    def restricted_hessian(self, state: SolverState, hparams: HParams):
+        """`(slots, count, hessian)` when the solver keeps the Hessian of its objective on
+        a working set (the first `count` entries of `slots`): `hessian` is that matrix,
+        over the slots. Implicit differentiation of a support-restricted condition then
+        solves on the working set. None (the default): it keeps none."""
+        del state, hparams
+        return None
+
     def extra_stats(self, state: SolverState) -> dict[str, Array]:
         """Solver-specific entries of `Solution.stats` (a duality gap, epochs)."""
         del state
@@ -122,6 +144,14 @@ class AbstractSolver(abc.ABC):
         ).astype(jnp.int32)
         done = ~finite | blown | converged | out_of_steps
         return done, status
+
+
+def batch_apply(solver: AbstractSolver, fn, *batched):
+    """`fn` over the leading axis of `batched` (pytrees): `jax.lax.map` when `solver`
+    runs its batches one after another (`sequential_batches`), else `jax.vmap`."""
+    if solver.sequential_batches:
+        return jax.lax.map(lambda args: fn(*args), batched)
+    return jax.vmap(fn)(*batched)
 
 
 def common_state(inner, value, grad, num_steps=0) -> SolverState:

@@ -3,40 +3,98 @@
 Interface: `hoag(problem, hparams) -> HoagResult(hparams, value, params, history, ...)`
 for a `BilevelProblem` (or K fold problems stacked by `hypergrad.problems.kfold`, whose
 mean validation loss is then the criterion) whose hyperparameters are all positive
-scales (penalties). Invariant: one compiled outer step, called with different values
-only (tolerances, warm starts, hyperparameters): nothing retraces between outer steps.
+scales (penalties). `HOAG` is the outer solver (`init / step / terminate`, see
+`hypergrad.tune._outer`); `hoag` runs it, as one compiled loop or, with a callback, one
+compiled step at a time.
 
 Each outer step k, at `theta = log(h)`:
 
-1. solve the inner problem to tolerance `eps_k` (gradient-mapping norm relative to its
-   value at zero), warm-started from the previous inner solution;
-2. solve the adjoint system `(dF/dparams)^T v = d outer / d params` by CG to relative
-   tolerance `eps_k`, warm-started from the previous adjoint;
-3. form the approximate hypergradient `g = (d outer/dh - v^T dF/dh) * h` (log space);
-4. step `theta <- clip(theta - eta g)`, each coordinate moved by at most `max_move`;
-   accept if the criterion did not increase by more than `eps_k` relative (the
-   inexactness HOAG allows), growing `eta` by a Barzilai-Borwein estimate; otherwise
-   return to the last accepted point and halve `eta` (the safeguard).
+1. solve the inner problem to tolerance `eps_k`, warm-started from the last accepted
+   inner solution (and the solver's working set, when it keeps one);
+2. compute the hypergradient by the differentiation method (`Implicit` solves the adjoint
+   system to relative tolerance `eps_k`, warm-started from the last adjoint), in log
+   coordinates `g = (d criterion / d h) * h`;
+3. accept the point if the criterion did not increase by more than `eps_k` relative (the
+   inexactness HOAG allows), growing the step by a Barzilai-Borwein estimate; otherwise
+   return to the last accepted point and halve the step (the safeguard);
+4. step `theta <- clip(theta_accepted - eta g_accepted)`, each coordinate moved by at most
+   `max_move` (a trust region).
 
 The tolerance decreases geometrically, `eps_k = max(tol * decrease^k, min_tol)`: early
 steps are cheap and imprecise, late ones precise, which HOAG shows still converges when
-the tolerances are summable.
+the tolerances are summable. The loop stops on convergence (the projected hypergradient
+below `grad_tol` times its first value once `eps_k <= grad_tol`; an accepted step that
+moves every `log h` by at most `step_tol` and the criterion by at most `value_tol`
+relative; or `patience` steps in a row without improving the best criterion by more
+than `value_tol` relative, which is how it ends at a kink of a lasso-type criterion,
+where the support changes and the hypergradient does not vanish), at `max_iter` steps,
+or when the criterion is not finite at the start.
+
+Invariant: every number of the run (tolerances, bounds, step sizes) is data: one compiled
+program serves every call on the same shapes, method and `max_iter`.
 
 Reference: Pedregosa, "Hyperparameter optimization with approximate gradient", 2016,
 https://arxiv.org/abs/1602.02355
 """
 
-import time
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.sparse.linalg import cg
 
 from .._bilevel import BilevelProblem
-from ..methods._optimality import stationarity
+from .._types import Array
+from ..methods import hypergradient, problem_method
+from ..methods._base import AbstractMethod
+from ..solvers import Status
+from ..solvers._base import batch_apply
+from ._outer import AbstractOuterSolver, Evaluation, iterate_outer, run_outer
+
+REASONS = ("running", "max_iter", "gradient", "step", "stall", "nonfinite")
+
+
+class HoagSettings(NamedTuple):
+    """HOAG's numbers, as data. Bounds are on `log h`, per hyperparameter."""
+
+    lower: dict
+    upper: dict
+    tol: Array
+    decrease: Array
+    min_tol: Array
+    max_move: Array
+    grad_tol: Array
+    step_tol: Array
+    value_tol: Array
+    patience: Array
+
+
+class HoagState(NamedTuple):
+    """HOAG's outer state (all arrays)."""
+
+    theta: dict  # the next point to evaluate
+    warm: Any  # the warm start of the next evaluation (from the accepted point)
+    k: Array  # evaluations done
+    settings: HoagSettings
+    anchor_value: Array  # the last accepted point (NaN before the first)
+    anchor_theta: dict
+    anchor_grad: dict
+    step_moved: Array  # largest |change of log h| of the last accepted step
+    value_moved: Array  # relative change of the criterion over it
+    eta: Array  # the step size (NaN until the first accepted point sets it)
+    retry: Array  # the last point was rejected
+    grad0: Array  # the first projected hypergradient's largest entry
+    best_value: Array
+    best_theta: dict
+    best_params: Any
+    stall: Array  # steps since the best value last improved by more than value_tol
+    opt_state: Any  # the optax state when an optimizer takes the steps
+    reason: Array
+    inner_steps: Array
+    inner_failures: Array
+    history: dict
 
 
 class HoagResult(NamedTuple):
@@ -46,10 +104,15 @@ class HoagResult(NamedTuple):
       hparams: the best hyperparameters found (natural scale).
       value: the criterion there (at the inexact inner solution of that step).
       params: the inner solution there (per fold for stacked problems).
-      history: one dict per outer step: `time_s` (since the call), `hparams`, `value`,
-        `inner_steps` (that step's inner iterations, summed over folds), `accepted`, `tol`.
+      history: one dict per outer step: `hparams`, `value`, `accepted`, `tol`,
+        `inner_steps` (that step's inner iterations, summed over folds),
+        `inner_failures` (inner solves that did not converge), and `time_s` (since the
+        call; None when the loop ran compiled as a whole, without a callback).
       num_solves: inner solves in all (outer steps times folds).
       num_inner_steps: inner iterations in all.
+      stop_reason: why the loop stopped: "gradient", "step" or "stall" (converged),
+        "max_iter", "nonfinite" (the criterion was not finite at the start).
+      inner_failures: inner solves in all that stopped before their tolerance.
     """
 
     hparams: dict
@@ -58,63 +121,259 @@ class HoagResult(NamedTuple):
     history: list
     num_solves: int
     num_inner_steps: int
+    stop_reason: str = "max_iter"
+    inner_failures: int = 0
 
 
-def _inner_solve(problem, h, x0, tol):
-    solver, fun, args = problem.solver, problem.inner, problem.train
-    state = solver.init(fun, x0, h, args)
-
-    def cond(carry):
-        _, s = carry
-        return (s.grad_norm > tol) & (s.num_steps < solver.max_steps) & jnp.isfinite(s.grad_norm)
-
-    def body(carry):
-        return solver.step(fun, *carry, h, args)
-
-    x, state = jax.lax.while_loop(cond, body, (x0, state))
-    return x, state.num_steps
+def _tree_max_abs(tree):
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _evaluate_one(problem, theta, x0, v0, eps, scale, max_cg):
-    """Criterion and log-space hypergradient of one problem at `exp(theta)`."""
-    h = jax.tree.map(jnp.exp, theta)
-    optimality = problem.optimality or stationarity(problem.inner)
-    x, steps = _inner_solve(problem, h, x0, eps * scale)
-    value, (g_x, g_h) = jax.value_and_grad(problem.outer, argnums=(0, 1))(x, h, problem.val)
-    residual = lambda p: optimality.residual(p, h, problem.train)  # noqa: E731
-    if optimality.symmetric:
-        matvec = lambda u: jax.jvp(residual, (x,), (u,))[1]  # noqa: E731
-    else:  # pragma: no cover - the ready problems are symmetric
-        _, vjp = jax.vjp(residual, x)
-        matvec = lambda u: vjp(u)[0]  # noqa: E731
-    v, _ = cg(matvec, g_x, x0=v0, tol=eps, maxiter=max_cg)
-    _, vjp_h = jax.vjp(lambda hh: optimality.residual(x, hh, problem.train), h)
-    (g_ind,) = vjp_h(v)
-    grad_h = jax.tree.map(jnp.subtract, g_h, g_ind)
-    grad_theta = jax.tree.map(jnp.multiply, grad_h, h)
-    return value, grad_theta, x, v, steps
+class HOAG(AbstractOuterSolver):
+    """HOAG's safeguarded step, or an optax optimizer's steps (always accepted), with
+    the decreasing tolerance schedule and the convergence tests of the module docstring.
+
+    Static configuration only (`max_steps`, `optimizer`); the numbers are in the state's
+    `settings`, so that one compiled loop serves them all.
+    """
+
+    def __init__(self, max_steps: int, optimizer=None):
+        self.max_steps, self.optimizer = max_steps, optimizer
+
+    def init(self, theta, warm, settings: HoagSettings, params) -> HoagState:
+        nan = jnp.asarray(jnp.nan, settings.tol.dtype)
+        zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
+        history = {
+            "theta": jax.tree.map(lambda t: jnp.zeros((self.max_steps, *t.shape), t.dtype), theta),
+            "value": jnp.full(self.max_steps, nan),
+            "accepted": jnp.zeros(self.max_steps, bool),
+            "tol": jnp.full(self.max_steps, nan),
+            "inner_steps": jnp.zeros(self.max_steps, jnp.int32),
+            "inner_failures": jnp.zeros(self.max_steps, jnp.int32),
+        }
+        opt_state = None if self.optimizer is None else self.optimizer.init(theta)
+        zero = jnp.zeros((), jnp.int32)
+        return HoagState(
+            theta=theta,
+            warm=warm,
+            k=zero,
+            settings=settings,
+            anchor_value=nan,
+            anchor_theta=theta,
+            anchor_grad=zeros(theta),
+            step_moved=nan,
+            value_moved=nan,
+            eta=nan,
+            retry=jnp.zeros((), bool),
+            grad0=nan,
+            best_value=jnp.asarray(jnp.inf, settings.tol.dtype),
+            best_theta=theta,
+            best_params=params,
+            stall=zero,
+            opt_state=opt_state,
+            reason=zero,
+            inner_steps=zero,
+            inner_failures=zero,
+            history=history,
+        )
+
+    def tolerance(self, state):
+        s = state.settings
+        return jnp.maximum(s.tol * s.decrease ** state.k.astype(s.tol.dtype), s.min_tol)
+
+    def _projected(self, theta, grad, settings):
+        """The gradient without the components that push against a bound."""
+        return jax.tree.map(
+            lambda t, g, lo, hi: jnp.where(((t <= lo) & (g > 0)) | ((t >= hi) & (g < 0)), 0.0, g),
+            theta,
+            grad,
+            settings.lower,
+            settings.upper,
+        )
+
+    def step(self, state: HoagState, ev: Evaluation) -> HoagState:
+        s = state.settings
+        eps = self.tolerance(state)
+        theta, value, grad = state.theta, ev.value, ev.grad
+        finite = jnp.isfinite(value) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)])
+        )
+        has_anchor = jnp.isfinite(state.anchor_value)
+        if self.optimizer is not None:
+            accepted = finite
+        else:
+            # After a rejection, a step within 1% of the anchor is taken whatever its
+            # value: the anchor's value was measured at a looser tolerance and may be
+            # optimistic, so a strict comparison could reject every later step.
+            near = _tree_max_abs(jax.tree.map(jnp.subtract, theta, state.anchor_theta)) <= 1e-2
+            slack = eps * jnp.maximum(jnp.abs(state.anchor_value), 1e-12)
+            accepted = finite & (
+                ~has_anchor | (state.retry & near) | (value <= state.anchor_value + slack)
+            )
+        better = finite & (value < state.best_value)
+        improved = finite & (
+            value
+            < state.best_value - s.value_tol * jnp.abs(jnp.where(better, value, state.best_value))
+        )
+        stall = jnp.where(improved, 0, state.stall + 1)
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(better, a, b), new, old)  # noqa: E731
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, old)  # noqa: E731
+
+        # The step size: Barzilai-Borwein between consecutive accepted points, kept within
+        # a factor 4 of the last one; halved after a rejection.
+        flat = lambda t: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
+        s_vec = flat(theta) - flat(state.anchor_theta)
+        y_vec = flat(grad) - flat(state.anchor_grad)
+        sy = s_vec @ y_vec
+        bb = jnp.where(
+            sy > 0,
+            jnp.clip((s_vec @ s_vec) / jnp.where(sy > 0, sy, 1.0), state.eta / 4, 4 * state.eta),
+            2 * state.eta,
+        )
+        eta = jnp.where(accepted, jnp.where(has_anchor, bb, state.eta), 0.5 * state.eta)
+        step_moved = jnp.where(accepted & has_anchor, jnp.max(jnp.abs(s_vec)), state.step_moved)
+        value_moved = jnp.where(
+            accepted & has_anchor,
+            jnp.abs(value - state.anchor_value) / jnp.maximum(jnp.abs(value), 1e-300),
+            state.value_moved,
+        )
+        anchor_value = jnp.where(accepted, value, state.anchor_value)
+        anchor_theta = keep(theta, state.anchor_theta)
+        anchor_grad = keep(grad, state.anchor_grad)
+        projected = self._projected(anchor_theta, anchor_grad, s)
+        g_inf = _tree_max_abs(projected)
+        grad0 = jnp.where(jnp.isnan(state.grad0) & accepted, g_inf, state.grad0)
+        # The first step moves the steepest coordinate by max_move.
+        eta = jnp.where(jnp.isnan(eta), s.max_move / jnp.maximum(g_inf, 1e-300), eta)
+
+        opt_state = state.opt_state
+        if self.optimizer is None:
+            move = jax.tree.map(lambda g: jnp.clip(-eta * g, -s.max_move, s.max_move), anchor_grad)
+        else:
+            updates, new_opt = self.optimizer.update(grad, opt_state, theta)
+            opt_state = keep(new_opt, opt_state)
+            move = jax.tree.map(lambda u: jnp.clip(u, -s.max_move, s.max_move), updates)
+        nxt = jax.tree.map(
+            lambda t, m, lo, hi: jnp.clip(t + m, lo, hi), anchor_theta, move, s.lower, s.upper
+        )
+
+        k = state.k
+        hist = state.history
+        history = {
+            "theta": jax.tree.map(lambda h, t: h.at[k].set(t), hist["theta"], theta),
+            "value": hist["value"].at[k].set(value),
+            "accepted": hist["accepted"].at[k].set(accepted),
+            "tol": hist["tol"].at[k].set(eps),
+            "inner_steps": hist["inner_steps"].at[k].set(ev.inner_steps),
+            "inner_failures": hist["inner_failures"].at[k].set(ev.inner_failures),
+        }
+        # Why to stop (checked by terminate): in order of precedence.
+        grad_small = (g_inf <= s.grad_tol * grad0) & (eps <= s.grad_tol)
+        step_small = (step_moved <= s.step_tol) & (value_moved <= s.value_tol)
+        stuck = ~has_anchor & ~accepted  # not finite at the start: nothing to step from
+        reason = jnp.select(
+            [
+                stuck,
+                g_inf == 0,
+                grad_small,
+                step_small & accepted,
+                stall >= s.patience,
+                k + 1 >= self.max_steps,
+            ],
+            [
+                REASONS.index("nonfinite"),
+                REASONS.index("gradient"),
+                REASONS.index("gradient"),
+                REASONS.index("step"),
+                REASONS.index("stall"),
+                REASONS.index("max_iter"),
+            ],
+            0,
+        ).astype(jnp.int32)
+        return state._replace(
+            theta=nxt,
+            warm=keep(ev.warm, state.warm),
+            k=k + 1,
+            anchor_value=anchor_value,
+            anchor_theta=anchor_theta,
+            anchor_grad=anchor_grad,
+            step_moved=step_moved,
+            value_moved=value_moved,
+            eta=eta,
+            retry=finite & ~accepted,
+            grad0=grad0,
+            best_value=jnp.where(better, value, state.best_value),
+            best_theta=pick(theta, state.best_theta),
+            best_params=pick(ev.warm[0], state.best_params),
+            stall=stall,
+            opt_state=opt_state,
+            reason=reason,
+            inner_steps=state.inner_steps + ev.inner_steps,
+            inner_failures=state.inner_failures + ev.inner_failures,
+            history=history,
+        )
+
+    def terminate(self, state):
+        return state.reason != 0, state.reason
 
 
-def _scale(problem, x0):
-    """The inner residual's size at the start: tolerances are relative to it."""
-    g = jax.grad(problem.inner)(x0, problem.hparams, problem.train)
-    leaves = jax.tree.leaves(g)
-    return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in leaves))
+def _evaluate(problem, theta, warm, tol, method, stacked):
+    """The criterion and its log-space hypergradient at `exp(theta)` (mean over folds for
+    stacked problems), warm-started from `warm`."""
+
+    def one(pr, warm):
+        h = jax.tree.map(jnp.exp, theta)
+        params, adjoint, state = warm
+        hg = hypergradient(
+            pr,
+            h,
+            method=method,
+            init_params=params,
+            init_adjoint=adjoint,
+            init_state=state,
+            tol=tol,
+        )
+        grad = jax.tree.map(jnp.multiply, hg.grad, h)
+        status = hg.solution.status
+        return hg.value, grad, method.keep_warm(hg), hg.solution.stats["num_steps"], status
+
+    if not stacked:
+        value, grad, warm, steps, status = one(problem, warm)
+    else:
+        value, grad, warm, steps, status = batch_apply(problem.solver, one, problem, warm)
+        value, grad = jnp.mean(value), jax.tree.map(lambda t: jnp.mean(t, axis=0), grad)
+    failures = jnp.sum(status != Status.CONVERGED).astype(jnp.int32)
+    return Evaluation(value, grad, warm, jnp.sum(steps).astype(jnp.int32), failures)
 
 
-def _leading(problem):
-    return jax.tree.leaves(problem.train)[0].ndim
+def _warm_start(problem, theta, method, stacked):
+    def one(pr):
+        h = jax.tree.map(jnp.exp, theta)
+        return method.warm_start(pr.solver, pr.inner, pr.init_params, h, pr.train)
+
+    return batch_apply(problem.solver, one, problem) if stacked else one(problem)
 
 
-@jax.jit
-def _evaluate_stacked(problem, theta, x0, v0, eps, scale, max_cg):
-    one = lambda pr, x, v, s: _evaluate_one(pr, theta, x, v, eps, s, max_cg)  # noqa: E731
-    vals, grads, xs, vs, steps = jax.vmap(one)(problem, x0, v0, scale)
-    mean = lambda t: jnp.mean(t, axis=0)  # noqa: E731
-    return mean(vals), jax.tree.map(mean, grads), xs, vs, jnp.sum(steps)
+@functools.partial(jax.jit, static_argnames=("method", "max_steps", "optimizer", "stacked"))
+def _start(problem, theta, settings, *, method, max_steps, optimizer, stacked):
+    warm = _warm_start(problem, theta, method, stacked)
+    return HOAG(max_steps, optimizer).init(theta, warm, settings, warm[0])
 
 
-_evaluate_single = jax.jit(_evaluate_one)
+@functools.partial(jax.jit, static_argnames=("method", "max_steps", "optimizer", "stacked"))
+def _run(problem, state, *, method, max_steps, optimizer, stacked):
+    def evaluate(theta, warm, tol):
+        return _evaluate(problem, theta, warm, tol, method, stacked)
+
+    return run_outer(HOAG(max_steps, optimizer), evaluate, state)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "max_steps", "optimizer", "stacked"))
+def _step(problem, state, *, method, max_steps, optimizer, stacked):
+    outer = HOAG(max_steps, optimizer)
+    ev = _evaluate(problem, state.theta, state.warm, outer.tolerance(state), method, stacked)
+    state = outer.step(state, ev)
+    return state, outer.terminate(state)[0]
 
 
 def _check_bounds(name, bound, theta, default):
@@ -136,10 +395,21 @@ def _check_bounds(name, bound, theta, default):
     return out
 
 
+def _leading(problem):
+    return jax.tree.leaves(problem.train)[0].ndim
+
+
+def _check_positive_numbers(**values):
+    for name, value in values.items():
+        if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
+
+
 def hoag(
     problem: BilevelProblem,
     hparams: dict | None = None,
     *,
+    method: AbstractMethod | None = None,
     lower: float | dict = 1e-12,
     upper: float | dict = np.inf,
     max_iter: int = 30,
@@ -147,9 +417,11 @@ def hoag(
     decrease: float = 0.6,
     min_tol: float = 1e-8,
     max_move: float = 1.0,
-    warm_start: bool = True,
+    grad_tol: float = 1e-3,
+    step_tol: float = 1e-3,
+    value_tol: float = 1e-6,
+    patience: int = 5,
     optimizer=None,
-    max_cg: int = 200,
     callback: Callable[[dict], Any] | None = None,
 ) -> HoagResult:
     """Tune positive hyperparameters of `problem` by HOAG (see the module docstring).
@@ -158,18 +430,23 @@ def hoag(
       problem: a `BilevelProblem` with all hparams positive, or K stacked fold problems
         (`hypergrad.problems.kfold`), whose mean validation loss is minimized.
       hparams: the starting point (default `problem.hparams`).
+      method: how hypergradients are computed (default: the problem's, else
+        `Implicit()`: warm-started inner solves and adjoints; `Unrolled` and the others
+        work too).
       lower, upper: bounds on each hparam (a number, or a dict by name, where a missing
         name keeps the default); `0 < lower < upper`, `upper` may be `inf`.
-      max_iter: the number of outer steps (inner solves per fold).
+      max_iter: the largest number of outer steps (inner solves per fold).
       tol, decrease, min_tol: the inner and adjoint tolerance schedule
-        `eps_k = max(tol * decrease^k, min_tol)` (relative; `decrease=1` keeps it fixed).
+        `eps_k = max(tol * decrease^k, min_tol)` (in the inner solver's own measure, which
+        for `CoordinateDescent` is the relative duality gap; `decrease=1` keeps it fixed).
       max_move: the largest change of any `log h` in one step (a trust region).
-      warm_start: warm-start the inner solve and the adjoint from the previous step.
+      grad_tol, step_tol, value_tol, patience: the convergence tests of the module
+        docstring.
       optimizer: an optax `GradientTransformation` to take the steps instead of HOAG's
         safeguarded rule (the plain outer loop the benchmark compares with); steps are
         always accepted then.
-      max_cg: the largest number of CG iterations per adjoint solve.
-      callback: called with each step's history entry.
+      callback: called with each step's history entry (then the loop runs one compiled
+        step at a time from Python, and the history carries `time_s`).
 
     Returns:
       A `HoagResult`.
@@ -181,11 +458,14 @@ def hoag(
       >>> X, y = problems.synthetic_regression(60, 10, seed=0)
       >>> pr = problems.lasso(X[:40], y[:40], X[40:], y[40:])
       >>> res = hoag(pr, max_iter=15)
-      >>> res.value <= res.history[0]["value"]
-      True
+      >>> res.value <= res.history[0]["value"], res.stop_reason in ("gradient", "step", "stall")
+      (True, True)
     """
     if not isinstance(problem, BilevelProblem):
         raise TypeError(f"problem must be a BilevelProblem, got problem={problem!r}")
+    method = problem_method(problem, method)
+    if not isinstance(method, AbstractMethod):
+        raise TypeError(f"method must be a hypergrad method, got method={method!r}")
     stacked = _leading(problem) == 3  # Rows.X is (folds, n, p) when stacked
     if hparams is None:
         hparams = problem.hparams
@@ -197,127 +477,85 @@ def hoag(
     for k, v in h0.items():
         if not (np.all(np.isfinite(v)) and np.all(v > 0)):
             raise ValueError(f"hparams[{k!r}] must be positive and finite, got {v!r}")
-    for name, value in (("max_iter", max_iter), ("max_cg", max_cg)):
+    for name, value in (("max_iter", max_iter), ("patience", patience)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
-    if not (0 < tol and 0 < min_tol and 0 < decrease <= 1 and max_move > 0):
-        raise ValueError(
-            f"need tol > 0, min_tol > 0, 0 < decrease <= 1 and max_move > 0, got {tol=}, "
-            f"{min_tol=}, {decrease=}, {max_move=}"
-        )
+    _check_positive_numbers(
+        tol=tol,
+        min_tol=min_tol,
+        max_move=max_move,
+        grad_tol=grad_tol,
+        step_tol=step_tol,
+        value_tol=value_tol,
+    )
+    if not 0 < decrease <= 1:
+        raise ValueError(f"decrease must be in (0, 1], got decrease={decrease!r}")
     lo = _check_bounds("lower", lower, h0, 1e-12)
     hi = _check_bounds("upper", upper, h0, np.inf)  # log(inf) = inf: no upper bound
     if any(np.any(lo[k] >= hi[k]) for k in lo):
         raise ValueError(f"lower must be below upper, got lower={lower!r}, upper={upper!r}")
 
     dtype = jax.tree.leaves(problem.train)[0].dtype
-    clip = lambda t: {  # noqa: E731
-        k: np.clip(v, lo[k], hi[k]) for k, v in t.items()
-    }
-    theta = clip({k: np.log(v) for k, v in h0.items()})
-    start = time.perf_counter()
-    if stacked:
-        evaluate = _evaluate_stacked
-        scale = jax.vmap(_scale)(problem, problem.init_params)
+    arr = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    theta = {k: arr(np.clip(np.log(v), lo[k], hi[k])) for k, v in h0.items()}
+    settings = HoagSettings(
+        lower={k: arr(v) for k, v in lo.items()},
+        upper={k: arr(v) for k, v in hi.items()},
+        tol=arr(tol),
+        decrease=arr(decrease),
+        min_tol=arr(min_tol),
+        max_move=arr(max_move),
+        grad_tol=arr(grad_tol),
+        step_tol=arr(step_tol),
+        value_tol=arr(value_tol),
+        patience=jnp.asarray(patience, jnp.int32),
+    )
+    static = dict(method=method, max_steps=max_iter, optimizer=optimizer, stacked=stacked)
+    state = _start(problem, theta, settings, **static)
+    times = None
+    if callback is None:
+        state = _run(problem, state, **static)
     else:
-        evaluate = _evaluate_single
-        scale = _scale(problem, problem.init_params)
-    x0 = problem.init_params
-    v0 = jax.tree.map(jnp.zeros_like, problem.init_params)
-    x, v = x0, v0
-    opt_state = optimizer.init(theta) if optimizer is not None else None
-    history = []
-    best = None  # (value, theta, x)
-    anchor = None  # last accepted (value, theta, grad)
-    eta = None
-    retry = False
-    num_steps_total = 0
-    folds = jax.tree.leaves(problem.train)[0].shape[0] if stacked else 1
+        seen = [0]
 
-    for k in range(max_iter):
-        eps = max(tol * decrease**k, min_tol)
-        th_j = {kk: jnp.asarray(vv, dtype) for kk, vv in theta.items()}
-        value, grad, x_new, v_new, steps = evaluate(
-            problem,
-            th_j,
-            x if warm_start else x0,
-            v if warm_start else v0,
-            jnp.asarray(eps, dtype),
-            scale,
-            max_cg,
+        def on_step(st, seconds):
+            callback(_entries(st.history, seen[0], seen[0] + 1, [seconds])[0])
+            seen[0] += 1
+
+        state, times = iterate_outer(lambda s: _step(problem, s, **static), state, on_step)
+    return _result(state, times, stacked, problem)
+
+
+def _entries(history, start, stop, times):
+    h = jax.tree.map(np.asarray, history)
+    out = []
+    for i in range(start, stop):
+        out.append(
+            {
+                "time_s": None if times is None else float(times[i - start]),
+                "hparams": {k: np.exp(v[i]) for k, v in h["theta"].items()},
+                "value": float(h["value"][i]),
+                "accepted": bool(h["accepted"][i]),
+                "tol": float(h["tol"][i]),
+                "inner_steps": int(h["inner_steps"][i]),
+                "inner_failures": int(h["inner_failures"][i]),
+            }
         )
-        value = float(value)
-        grad = {kk: np.asarray(g, dtype=np.float64) for kk, g in grad.items()}
-        steps = int(steps)
-        num_steps_total += steps
-        finite = np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grad.values())
-        if optimizer is not None:
-            accepted = finite
-        else:
-            # After a rejection, a step within 1% of the anchor is taken whatever its value:
-            # the anchor's value was measured at a looser tolerance and may be optimistic,
-            # so a strict comparison could reject every later step.
-            near = anchor is not None and all(
-                np.max(np.abs(theta[kk] - anchor[1][kk]), initial=0.0) <= 1e-2 for kk in theta
-            )
-            accepted = finite and (
-                anchor is None
-                or (retry and near)
-                or value <= anchor[0] + eps * max(abs(anchor[0]), 1e-12)
-            )
-        retry = finite and not accepted
-        entry = {
-            "time_s": time.perf_counter() - start,
-            "hparams": {kk: np.exp(vv) for kk, vv in theta.items()},
-            "value": value,
-            "inner_steps": steps,
-            "accepted": bool(accepted),
-            "tol": eps,
-        }
-        history.append(entry)
-        if callback is not None:
-            callback(entry)
-        if finite and (best is None or value < best[0]):
-            best = (value, dict(theta), x_new)
-        if accepted:
-            x, v = x_new, v_new
-            if optimizer is None:
-                if anchor is not None and eta is not None:
-                    s = np.concatenate([np.ravel(theta[kk] - anchor[1][kk]) for kk in theta])
-                    yv = np.concatenate([np.ravel(grad[kk] - anchor[2][kk]) for kk in theta])
-                    sy = float(s @ yv)
-                    # Barzilai-Borwein step, kept within a factor 4 of the last one.
-                    eta = min(max(float(s @ s) / sy, eta / 4), 4 * eta) if sy > 0 else 2 * eta
-                anchor = (value, dict(theta), grad)
-        elif optimizer is None:
-            eta = 0.5 * eta if eta is not None else None
-        if optimizer is None:
-            if anchor is None:  # not finite at the start: nothing to step from
-                break
-            g_inf = max(float(np.max(np.abs(g))) for g in anchor[2].values())
-            if g_inf == 0:
-                break
-            if eta is None:
-                eta = max_move / g_inf  # the first step moves the steepest coordinate by max_move
-            base, g = anchor[1], anchor[2]
-            theta = {kk: base[kk] + np.clip(-eta * g[kk], -max_move, max_move) for kk in base}
-        else:
-            import optax
+    return out
 
-            updates, opt_state = optimizer.update(grad, opt_state, theta)
-            updates = {kk: np.clip(np.asarray(u), -max_move, max_move) for kk, u in updates.items()}
-            theta = optax.apply_updates(theta, updates)
-            theta = {kk: np.asarray(vv) for kk, vv in theta.items()}
-        theta = clip(theta)
 
-    if best is None:
+def _result(state, times, stacked, problem):
+    steps = int(state.k)
+    if not np.isfinite(float(state.best_value)):
         raise FloatingPointError("hoag: the criterion was not finite at any step")
-    value, theta_best, x_best = best
+    folds = jax.tree.leaves(problem.train)[0].shape[0] if stacked else 1
     return HoagResult(
-        hparams={kk: np.exp(vv) for kk, vv in theta_best.items()},
-        value=value,
-        params=x_best,
-        history=history,
-        num_solves=len(history) * folds,
-        num_inner_steps=num_steps_total,
+        hparams={k: np.exp(np.asarray(v)) for k, v in state.best_theta.items()},
+        value=float(state.best_value),
+        params=state.best_params,
+        history=_entries(state.history, 0, steps, times),
+        num_solves=steps * folds,
+        num_inner_steps=int(state.inner_steps),
+        stop_reason=REASONS[int(state.reason)],
+        inner_failures=int(state.inner_failures),
     )

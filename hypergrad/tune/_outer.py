@@ -1,0 +1,216 @@
+"""Outer solvers: strategies that move hyperparameters, built like the inner solvers.
+
+Interface: an outer solver is an `init / step / terminate` object over hyperparameters in
+unconstrained coordinates `theta` (log for positive scales):
+
+    state = outer.init(theta, evaluation)
+    state = outer.step(state, evaluation)       # evaluation: at state.theta
+    done, reason = outer.terminate(state)
+
+where an `Evaluation(value, grad, warm, inner_steps, inner_failures)` is the criterion and
+its gradient in `theta` at `state.theta`, computed at the inner tolerance
+`outer.tolerance(state)`, with the warm start `state.warm` (owned by the differentiation
+method: inner solution, adjoint, solver state). `run_outer` alternates evaluations and
+steps in one `lax.while_loop` (one compiled program, no Python between steps);
+`iterate_outer` does the same from Python, one compiled step at a time, for callbacks,
+progress and timing.
+
+Populations: `run_members` / `step_members` run one strategy for every member of a
+population at once (configurations, seeds: leading axes of every leaf of the state, one
+nested `vmap` per axis), one evaluation of all members per step, until every member's
+`terminate` says done; the strategy decides per member, the population stops together.
+
+Inner statuses: an evaluation may count its inner solves by `Status` code
+(`Evaluation.inner_status`, `count_statuses`); `status_counts` and `inner_failure_message`
+read the totals on the host, so an outer loop reports (and with `throw=True` raises on)
+inner solves that did not converge.
+
+Invariant: every field of an outer state is an array (a pytree of arrays), so the whole
+loop compiles once per shape and runs under `vmap`; the history is preallocated for
+`max_steps` entries and filled in order.
+"""
+
+import abc
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._types import Array, HParams
+from ..solvers import Status
+
+
+class Evaluation(NamedTuple):
+    """The criterion at one point of the outer loop.
+
+    Attributes:
+      value: the criterion.
+      grad: its gradient in the unconstrained coordinates (a pytree like `theta`).
+      warm: what the next evaluation warm-starts from (inner solution, adjoint, solver
+        state; per fold for stacked problems).
+      inner_steps: inner iterations this evaluation took (all folds).
+      inner_failures: inner solves that did not converge (all folds).
+      parts: the criterion's parts whose mean is `value` (per seed or fold), or None.
+      inner_status: the inner solves by status, an int32 vector indexed like
+        `Status.NAMES` (`count_statuses`), or None.
+    """
+
+    value: Array
+    grad: HParams
+    warm: Any
+    inner_steps: Array
+    inner_failures: Array
+    parts: Array | None = None
+    inner_status: Array | None = None
+
+
+class AbstractOuterSolver(abc.ABC):
+    """An outer solver: `init`, `step`, `terminate` and the tolerance of the next
+    evaluation (see the module docstring)."""
+
+    max_steps: int
+
+    @abc.abstractmethod
+    def init(self, theta: HParams, warm: Any) -> Any:
+        """The state before the first evaluation, at `theta`, warm-starting from `warm`."""
+
+    @abc.abstractmethod
+    def tolerance(self, state) -> Array:
+        """The inner (and adjoint) tolerance of the next evaluation."""
+
+    @abc.abstractmethod
+    def step(self, state, evaluation: Evaluation):
+        """The state after the evaluation at `state.theta`: next point, history, counts."""
+
+    @abc.abstractmethod
+    def terminate(self, state) -> tuple[Array, Array]:
+        """`(done, reason)`; `reason` indexes the solver's `REASONS`."""
+
+
+def _one(outer, evaluate, state):
+    evaluation = evaluate(state.theta, state.warm, outer.tolerance(state))
+    return outer.step(state, evaluation)
+
+
+def run_outer(outer: AbstractOuterSolver, evaluate: Callable, state):
+    """Evaluate and step until `outer.terminate` (a `lax.while_loop`; call under `jit`).
+
+    `evaluate(theta, warm, tol) -> Evaluation` is pure JAX.
+    """
+
+    def cond(state):
+        done, _ = outer.terminate(state)
+        return ~done
+
+    return jax.lax.while_loop(cond, lambda s: _one(outer, evaluate, s), state)
+
+
+def iterate_outer(step: Callable, state, on_step=None):
+    """The same loop from Python: `step(state) -> (state, done)` is one compiled
+    evaluation, step and termination test; `on_step(state, seconds)` is called after
+    each, with the time since the loop started. Returns the final state and the time of
+    each step."""
+    start, times = time.perf_counter(), []
+    done = False
+    while not done:
+        state, done = step(state)
+        done = bool(done)  # waits for the step
+        times.append(time.perf_counter() - start)
+        if on_step is not None:
+            on_step(state, times[-1])
+    return state, times
+
+
+def strong_types(tree):
+    """`tree` with no weak-typed leaf (a Python number's type, which a first state often
+    has, from a literal in an `init`): the state after a step has none, and a compiled
+    step would be traced again for the second step if the first state's types differed."""
+
+    def strong(x):
+        if isinstance(x, jax.Array) and x.weak_type:
+            return jax.lax.convert_element_type(x, x.dtype)
+        return x
+
+    return jax.tree.map(strong, tree)
+
+
+# -- populations -------------------------------------------------------------------------
+
+
+def over_members(fn: Callable, levels) -> Callable:
+    """`fn` under one `vmap` per member axis; `levels[i]` is the `in_axes` of the i-th
+    (outermost first), so the state's leading axes are the levels in order."""
+    for in_axes in reversed(tuple(levels)):
+        fn = jax.vmap(fn, in_axes=in_axes)
+    return fn
+
+
+def _all_done(outer, problem, state, levels):
+    done = over_members(lambda pb, s: outer.terminate(s)[0], levels)(problem, state)
+    return jnp.all(done)
+
+
+def run_members(outer: AbstractOuterSolver, member_step: Callable, problem, state, levels=()):
+    """`member_step(problem, state) -> state` (one member's evaluation and step) for
+    every member until each member's `outer.terminate` is done (a `lax.while_loop`; call
+    under `jit`). `levels` lays out the members (see `over_members`); the problem is
+    mapped where a level's first axis is not None."""
+    step = over_members(member_step, levels)
+
+    def cond(s):
+        return ~_all_done(outer, problem, s, levels)
+
+    return jax.lax.while_loop(cond, lambda s: step(problem, s), state)
+
+
+def step_members(outer: AbstractOuterSolver, member_step: Callable, problem, state, levels=()):
+    """One step of `run_members`: `(state, done)`, for `iterate_outer`."""
+    state = over_members(member_step, levels)(problem, state)
+    return state, _all_done(outer, problem, state, levels)
+
+
+def evaluate_and_step(outer: AbstractOuterSolver, evaluate: Callable) -> Callable:
+    """The member step of a strategy whose evaluation needs only the point, the warm start
+    and the tolerance: `evaluate(problem, theta, warm, tol) -> Evaluation`."""
+
+    def member_step(problem, state):
+        ev = evaluate(problem, state.theta, state.warm, outer.tolerance(state))
+        return outer.step(state, ev)
+
+    return member_step
+
+
+# -- inner statuses ----------------------------------------------------------------------
+
+
+def count_statuses(status: Array) -> Array:
+    """How many of the solves in `status` (any shape) ended with each `Status` code: an
+    int32 vector indexed like `Status.NAMES`."""
+    codes = jnp.arange(len(Status.NAMES), dtype=jnp.int32)
+    flat = jnp.ravel(jnp.asarray(status, jnp.int32))
+    return jnp.sum(flat[:, None] == codes[None, :], axis=0).astype(jnp.int32)
+
+
+def status_counts(counts) -> dict[str, int]:
+    """`{status name: solves}` from counts (`count_statuses`), summed over any leading
+    axes (steps, members)."""
+    totals = np.asarray(counts).reshape(-1, len(Status.NAMES)).sum(axis=0)
+    return {name: int(n) for name, n in zip(Status.NAMES, totals, strict=True)}
+
+
+def inner_failure_message(counts: dict[str, int], where: str) -> str | None:
+    """What went wrong in the inner solves counted by `counts` (`status_counts`), naming
+    the most frequent bad status; None when every solve converged."""
+    bad = {k: v for k, v in counts.items() if k != Status.NAMES[Status.CONVERGED] and v}
+    if not bad:
+        return None
+    name = max(bad, key=bad.get)
+    total = sum(counts.values())
+    return (
+        f"{where}: {sum(bad.values())} of {total} inner solves did not converge; "
+        f"status {name!r} ({bad[name]} solves): "
+        f"{Status.MESSAGES[Status.NAMES.index(name)]}"
+    )
