@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._config import Configurable
 from .._types import Args, Array, HParams, Params
 from ._solution import Solution, Status, tree_isfinite, tree_norm
 
@@ -51,8 +52,11 @@ def _check_steps(max_steps, tol, divergence):
         raise ValueError(f"divergence must be > 1, got divergence={divergence!r}")
 
 
-class AbstractSolver(abc.ABC):
+class AbstractSolver(Configurable, abc.ABC):
     """An inner solver: `init`, `step`, and the shared `terminate`.
+
+    A solver is written to and rebuilt from JSON by its public fields
+    (`solver.to_config()`, `AbstractSolver.from_config(config)`; see `hypergrad._config`).
 
     Attributes every solver has:
       max_steps: the largest number of steps.
