@@ -1,10 +1,17 @@
 """hypergrad: gradient-based hyperparameter optimization on JAX and optax.
 
 The top level re-exports the entry points and the differentiation methods; solvers,
-problems and the rest live in their subpackages.
+problems and the rest live in their subpackages. Importing hypergrad turns on its
+compilation cache (`hypergrad._cache`: compiled programs kept on disk, under
+`HYPERGRAD_CACHE_DIR` or the user's cache folder; `HYPERGRAD_CACHE=0` or
+`disable_cache()` turns it off) unless the user configured JAX's own.
 """
 
+from . import _cache
 from ._bilevel import BilevelProblem as BilevelProblem
+from ._cache import cache_dir as cache_dir
+from ._cache import disable_cache as disable_cache
+from ._cache import enable_cache as enable_cache
 from .methods import CG as CG
 from .methods import ES as ES
 from .methods import GMRES as GMRES
@@ -24,3 +31,5 @@ from .solvers import Solution as Solution
 from .solvers import Status as Status
 
 __version__ = "0.1.0.dev0"
+
+_cache.configure_at_import(__version__)
