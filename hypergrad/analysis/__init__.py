@@ -9,64 +9,55 @@ configuration (`sensitivity`); tunability of a family of problems over data sets
 re-check and nested cross-validation (`validation_gap`, `held_out_recheck`,
 `nested_cv`); and readers of these inputs from a study (`seed_table`, `reseed`,
 `test_values`, `recorded_problem`).
+
+Names are imported on first use (`hypergrad._lazy`): `tune` reads `GAP_THRESHOLD`
+without loading Optuna's fANOVA and scikit-learn.
 """
 
-from ._importance import EVALUATORS as EVALUATORS
-from ._importance import Importance as Importance
-from ._importance import importances as importances
-from ._importance import make_evaluator as make_evaluator
-from ._importance import param_importances as param_importances
-from ._overfitting import GAP_THRESHOLD as GAP_THRESHOLD
-from ._overfitting import NestedCV as NestedCV
-from ._overfitting import ValidationGap as ValidationGap
-from ._overfitting import ValidationOverfitWarning as ValidationOverfitWarning
-from ._overfitting import held_out_recheck as held_out_recheck
-from ._overfitting import nested_cv as nested_cv
-from ._overfitting import validation_gap as validation_gap
-from ._robustness import ProbabilityBetter as ProbabilityBetter
-from ._robustness import SeedRobustness as SeedRobustness
-from ._robustness import probability_better as probability_better
-from ._robustness import seed_robustness as seed_robustness
-from ._sensitivity import MAX_HESSIAN_ENTRIES as MAX_HESSIAN_ENTRIES
-from ._sensitivity import Sensitivity as Sensitivity
-from ._sensitivity import sensitivity as sensitivity
-from ._study import PER_SEED_ATTR as PER_SEED_ATTR
-from ._study import TEST_VALUE_ATTR as TEST_VALUE_ATTR
-from ._study import SeedTable as SeedTable
-from ._study import recorded_problem as recorded_problem
-from ._study import reseed as reseed
-from ._study import seed_table as seed_table
-from ._study import test_values as test_values
-from ._tunability import Tunability as Tunability
-from ._tunability import tunability as tunability
+from .._lazy import attach
 
-__all__ = [
-    "EVALUATORS",
-    "GAP_THRESHOLD",
-    "MAX_HESSIAN_ENTRIES",
-    "PER_SEED_ATTR",
-    "TEST_VALUE_ATTR",
-    "Importance",
-    "NestedCV",
-    "ProbabilityBetter",
-    "SeedRobustness",
-    "SeedTable",
-    "Sensitivity",
-    "Tunability",
-    "ValidationGap",
-    "ValidationOverfitWarning",
-    "held_out_recheck",
-    "importances",
-    "make_evaluator",
-    "nested_cv",
-    "param_importances",
-    "probability_better",
-    "recorded_problem",
-    "reseed",
-    "seed_robustness",
-    "seed_table",
-    "sensitivity",
-    "test_values",
-    "tunability",
-    "validation_gap",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "_importance": [
+            "EVALUATORS",
+            "Importance",
+            "importances",
+            "make_evaluator",
+            "param_importances",
+        ],
+        "_overfitting": [
+            "GAP_THRESHOLD",
+            "NestedCV",
+            "ValidationGap",
+            "ValidationOverfitWarning",
+            "held_out_recheck",
+            "nested_cv",
+            "validation_gap",
+        ],
+        "_robustness": [
+            "ProbabilityBetter",
+            "SeedRobustness",
+            "probability_better",
+            "seed_robustness",
+        ],
+        "_sensitivity": [
+            "MAX_HESSIAN_ENTRIES",
+            "Sensitivity",
+            "sensitivity",
+        ],
+        "_study": [
+            "PER_SEED_ATTR",
+            "TEST_VALUE_ATTR",
+            "SeedTable",
+            "recorded_problem",
+            "reseed",
+            "seed_table",
+            "test_values",
+        ],
+        "_tunability": [
+            "Tunability",
+            "tunability",
+        ],
+    },
+)

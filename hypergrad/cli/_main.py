@@ -1,9 +1,13 @@
 """`hypergrad` command: one subcommand per module, each registering its own parser.
 
-A subcommand module defines `register(subparsers)`, which adds its parser and sets
-`func` on it; `func(args) -> int` is the exit code. Output cut short by its reader
-(`hypergrad report ... | head`) ends the command quietly with exit code 141, as a
-program stopped by SIGPIPE would, without a traceback.
+A subcommand module `_NAME` defines `register(subparsers)`, which adds the parser of
+the command NAME and sets `func` on it; `func(args) -> int` is the exit code. Only the
+module of the command named on the command line is imported (all of them for `--help`
+or an unknown command): a worker or `hypergrad report` does not pay for the demo's
+imports (SciPy through the search module), nor the demo for the report's.
+
+Output cut short by its reader (`hypergrad report ... | head`) ends the command quietly
+with exit code 141, as a program stopped by SIGPIPE would, without a traceback.
 """
 
 import argparse
@@ -18,12 +22,21 @@ _SUBCOMMANDS = ("_demo", "_methods", "_run", "_report", "_reproduce", "_worker")
 EXIT_BROKEN_PIPE = 141
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(argv: list[str]) -> str | None:
+    """The subcommand module `argv` names, if it names one (options before it: only -h)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return f"_{arg}" if f"_{arg}" in _SUBCOMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or only `command`'s (a module name, `_demo`)."""
     parser = argparse.ArgumentParser(
         prog="hypergrad", description="Gradient-based hyperparameter optimization on JAX."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _SUBCOMMANDS:
+    for name in _SUBCOMMANDS if command is None else (command,):
         try:
             module = importlib.import_module(f"hypergrad.cli.{name}")
         except ModuleNotFoundError as e:
@@ -35,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
