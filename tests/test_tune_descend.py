@@ -1,5 +1,7 @@
 """Hypergradient descent: reaches the optimum, compiles once, aggregates seeds honestly."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ import scipy.stats
 import hypergrad as hg
 from hypergrad import problems
 from hypergrad.problems._linear_models import ridge_inner, squared_error
-from hypergrad.tune import aggregate_seeds, descend, stack_problems
+from hypergrad.tune import aggregate_seeds, decades, descend, stack_problems
 
 
 def _ridge(seed=0, n=80, p=10):
@@ -153,3 +155,56 @@ def test_pooled_seeds_step_on_the_mean_hypergradient():
     np.testing.assert_allclose(float(res.value), np.mean(values), rtol=1e-10)
     with pytest.raises(ValueError, match="pool_seeds=True needs batch_problem=True"):
         descend(_ridge(), steps=1, pool_seeds=True)
+
+
+def test_a_tolerance_schedule_is_data_one_program_for_every_decade():
+    from hypergrad.solvers import LBFGS
+
+    pb, traces = _counting_problem()
+    pb = dataclasses.replace(pb, solver=LBFGS(max_steps=100, tol=1e-10))
+    schedule = decades(1e-2, 1e-8, 12)  # seven tolerances over twelve steps
+    after_first = []
+    res = descend(
+        pb,
+        {"alpha": jnp.asarray(0.5)},
+        steps=12,
+        inner_tol=schedule,
+        callback=lambda t, stats: after_first.append(len(traces)) if t == 0 else None,
+    )
+    assert len({schedule(t) for t in range(12)}) == 7
+    assert after_first[0] > 0 and len(traces) == after_first[0]  # no trace per decade
+    np.testing.assert_allclose(res.history["tol"], [schedule(t) for t in range(12)])
+    # Looser solves stop earlier: the first step's inner iterations are the fewest.
+    steps = res.history["inner_steps"]
+    assert steps[0] < steps[-1]
+    assert res.inner_failures == 0 and res.inner_status["converged"] == 12
+
+
+def test_inner_solves_that_stop_at_max_steps_are_counted_and_raised_with_throw():
+    from hypergrad.solvers import OptaxSolver
+
+    pb = dataclasses.replace(_ridge(), solver=OptaxSolver(optax.sgd(1e-2), max_steps=2, tol=1e-12))
+    starts = {"alpha": jnp.asarray([0.1, 1.0, 10.0])}
+    res = descend(pb, starts, steps=4, batch_hparams=True)
+    assert res.num_inner_solves == 12 and res.inner_status["max_steps"] == 12
+    assert res.inner_failures == 12 and res.num_inner_steps == 2 * 12
+    assert res.history["inner_failures"].shape == (4, 3)
+    assert np.all(res.history["inner_status"][..., 1] == 1)  # one solve per member and step
+    with pytest.raises(RuntimeError, match="descend: 12 of 12 inner solves.*'max_steps'"):
+        descend(pb, starts, steps=4, batch_hparams=True, throw=True)
+
+
+def test_population_stops_when_every_member_is_done():
+    pb = _ridge()
+    starts = {"alpha": jnp.asarray([0.1, 10.0])}
+    # Each member stops when its best value improved by at most 1e-3 over 5 steps; the
+    # population runs until both have, so it stops before the 200 steps and the state
+    # says why.
+    res = descend(pb, starts, steps=200, batch_hparams=True, min_improvement=1e-3)
+    assert res.num_steps < 200 and res.stop_reason == "stall"
+    best = np.minimum.accumulate(res.history["value"], axis=0)
+    k = res.num_steps - 1
+    old, new = best[k - 5], best[k]
+    assert np.all(old - new <= 1e-3 * np.abs(old))  # every member stalled at the last step
+    early = best[k - 6] - best[k - 1] > 1e-3 * np.abs(best[k - 6])
+    assert np.any(early)  # and one had not, one step earlier

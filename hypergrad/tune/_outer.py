@@ -27,7 +27,8 @@ inner solves that did not converge.
 
 Invariant: every field of an outer state is an array (a pytree of arrays), so the whole
 loop compiles once per shape and runs under `vmap`; the history is preallocated for
-`max_steps` entries and filled in order.
+`max_steps` entries and filled in order. A first state goes through `strong_types`, so
+that a compiled step sees the same types at every step and is traced once.
 """
 
 import abc
