@@ -18,9 +18,9 @@ from ._problems import hessian_bound, ridge_problem
 def ridge():
     pb = ridge_problem(alpha=10.0)
     grid = jnp.logspace(-3, 2, 200)
-    val = jax.vmap(
-        lambda a: pb.outer(problems.ridge_solution(pb, {"alpha": a}), None, pb.val)
-    )(grid)
+    val = jax.vmap(lambda a: pb.outer(problems.ridge_solution(pb, {"alpha": a}), None, pb.val))(
+        grid
+    )
     return pb, float(grid[jnp.argmin(val)]), float(jnp.min(val)), float(val[-1])
 
 
@@ -38,6 +38,12 @@ def test_online_bilevel_moves_the_penalty_to_the_best_one(ridge):
     )
     alpha = float(out.hparams["alpha"])
     assert out.history["value"].shape == (300,)
+    # descend's history format: every iteration took 4 + 1 inner steps, none diverged.
+    assert out.history["hparams"]["alpha"].shape == (300,)
+    assert float(out.history["hparams"]["alpha"][0]) == pytest.approx(10.0)
+    assert out.num_inner_steps == 300 * 5 and np.all(out.history["inner_steps"] == 5)
+    assert out.inner_status == {"converged": 300, "max_steps": 0, "diverged": 0, "nonfinite": 0}
+    assert out.inner_failures == 0
     # Started at 10; the greedy one-step hypergradient is
     # biased (short horizon), so ask for the right decade, not the optimum itself.
     assert abs(np.log10(alpha) - np.log10(best_alpha)) < 0.5, (alpha, best_alpha)

@@ -5,8 +5,11 @@ OnlineResult`. Each outer iteration takes `inner_steps` steps of the inner solve
 the current hyperparameters (no derivatives), then the hypergradient of the outer
 objective after `lookahead` more differentiated inner steps from the current parameters
 (a greedy, short-horizon hypergradient: the training run is never restarted), then one
-step of `outer_optimizer` on the hyperparameters in unconstrained coordinates. The
-whole run is one `lax.scan`, compiled once.
+step of `outer_optimizer` on the hyperparameters in unconstrained coordinates: the outer
+solver is `descend`'s optax step (`Descent`), the evaluation is the lookahead's value and
+gradient, and `run_outer` runs the whole run as one compiled loop. The history has
+`descend`'s format, with the inner status after each iteration's steps (diverged or not
+finite counts as a failure; a fixed number of steps is "converged").
 
 Invariant: the inner parameters and the solver state carry over from one outer
 iteration to the next, so `num_steps * (inner_steps + lookahead)` inner steps in total
@@ -25,18 +28,22 @@ References:
   Meta-Optimization", 2018, https://arxiv.org/abs/1803.02021
 """
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._bilevel import BilevelProblem
 from .._types import HParams, Params
-from ..solvers import AbstractSolver
+from ..solvers import AbstractSolver, Status
 from ..solvers._base import run_steps
 from ..solvers._solution import tree_norm
+from ._descent import Descent, DescentSettings
+from ._outer import Evaluation, count_statuses, run_outer, status_counts
 
 
 class OnlineResult(NamedTuple):
@@ -47,12 +54,21 @@ class OnlineResult(NamedTuple):
       params: the inner parameters at the end of the run.
       history: per outer iteration, `"value"` (the outer objective after the
         lookahead, before the outer step) and `"hparams"` (natural coordinates,
-        before the outer step), with a leading axis of length `num_steps`.
+        before the outer step), with a leading axis of length `num_steps`; and, as
+        `descend`'s, `"grad_norm"`, `"inner_steps"`, `"inner_failures"` and
+        `"inner_status"` (the inner state's status after the iteration's steps).
+      num_inner_steps: inner steps taken in all.
+      inner_failures: iterations after which the inner run had diverged or was not
+        finite.
+      inner_status: `{status name: iterations}` (`Status.NAMES`).
     """
 
     hparams: HParams
     params: Params
     history: dict
+    num_inner_steps: int = 0
+    inner_failures: int = 0
+    inner_status: dict | None = None
 
 
 def _check_count(name, value, minimum):
@@ -133,14 +149,37 @@ def online_bilevel(
             f"max_steps={solver.max_steps}"
         )
 
-    fun = problem.inner
     u0 = to_unconstrained(hparams)
+    static = (solver, outer_optimizer, from_unconstrained, num_steps, inner_steps, lookahead)
+    state = _online(problem, u0, static)
+    h = jax.device_get(state.history)
+    history = {k: np.asarray(h[k]) for k in ("value", "grad_norm", "inner_steps", "inner_status")}
+    history["hparams"] = h["hparams"]
+    history["inner_failures"] = (
+        history["inner_status"].sum(-1) - history["inner_status"][:, Status.CONVERGED]
+    )
+    counts = status_counts(history["inner_status"])
+    return OnlineResult(
+        hparams=jax.jit(from_unconstrained)(state.theta),
+        params=state.warm[0],
+        history=history,
+        num_inner_steps=int(np.sum(history["inner_steps"])),
+        inner_failures=int(np.sum(history["inner_failures"])),
+        inner_status=counts,
+    )
+
+
+def _online_evaluation(problem, solver, from_unconstrained, inner_steps, lookahead):
+    """`evaluate(theta, warm, tol)` of the online mode: `inner_steps` plain steps, then
+    the value after `lookahead` differentiated steps and its gradient in `theta`; the
+    training continues from the lookahead's end (the warm start)."""
+    fun = problem.inner
 
     def steps(params, state, h, n):
         return run_steps(solver, fun, params, state, h, problem.train, n, stop_at_tol=False)
 
-    def ahead(u, params, state):
-        h = from_unconstrained(u)
+    def ahead(theta, params, state):
+        h = from_unconstrained(theta)
         # The gradient inside the solver state was computed at the previous h; refresh it
         # so that the first differentiated step sees its dependence on h.
         value, grad = jax.value_and_grad(fun)(params, h, problem.train)
@@ -148,22 +187,43 @@ def online_bilevel(
         params, state = steps(params, state, h, lookahead)
         return problem.outer(params, h, problem.val), (params, state)
 
-    def outer_iteration(carry, _):
-        u, opt_state, params, state = carry
-        h = jax.lax.stop_gradient(from_unconstrained(u))
+    def evaluate(theta, warm, tol):
+        del tol  # a fixed number of inner steps
+        params, _, state = warm
+        h = jax.lax.stop_gradient(from_unconstrained(theta))
         if inner_steps:
             params, state = steps(params, state, h, inner_steps)
-        (value, (params, state)), g = jax.value_and_grad(ahead, has_aux=True)(u, params, state)
-        updates, opt_state = outer_optimizer.update(g, opt_state, u)
-        u_next = optax.apply_updates(u, updates)
-        return (u_next, opt_state, params, state), {"value": value, "hparams": h}
+        (value, (params, state)), g = jax.value_and_grad(ahead, has_aux=True)(theta, params, state)
+        _, status = solver.terminate(fun, params, state, h, problem.train)
+        counts = count_statuses(status)
+        return Evaluation(
+            value,
+            g,
+            (params, None, state),
+            jnp.asarray(inner_steps + lookahead, jnp.int32),
+            (status != Status.CONVERGED).astype(jnp.int32),
+            None,
+            counts,
+        )
 
-    @jax.jit
-    def go(u0):
-        state = solver.init(fun, problem.init_params, from_unconstrained(u0), problem.train)
-        carry = (u0, outer_optimizer.init(u0), problem.init_params, state)
-        (u, _, params, _), history = jax.lax.scan(outer_iteration, carry, None, num_steps)
-        return from_unconstrained(u), params, history
+    return evaluate
 
-    h, params, history = go(u0)
-    return OnlineResult(hparams=h, params=params, history=history)
+
+@functools.partial(jax.jit, static_argnums=2)
+def _online(problem, u0, static):
+    """The whole run: `Descent`'s optax step on the online evaluation, one while loop."""
+    solver, optimizer, from_unconstrained, num_steps, inner_steps, lookahead = static
+    evaluate = _online_evaluation(problem, solver, from_unconstrained, inner_steps, lookahead)
+    outer = Descent(optimizer, from_unconstrained, num_steps)
+    dtype = jnp.result_type(float)
+    settings = DescentSettings(
+        steps=jnp.asarray(num_steps, jnp.int32),
+        tols=None,
+        grad_tol=jnp.asarray(-jnp.inf, dtype),  # every iteration runs
+        min_improvement=jnp.zeros((), dtype),
+        patience=jnp.ones((), jnp.int32),
+    )
+    h0 = from_unconstrained(u0)
+    state = solver.init(problem.inner, problem.init_params, h0, problem.train)
+    warm = (problem.init_params, None, state)
+    return run_outer(outer, evaluate, outer.init(u0, warm, settings, jnp.zeros(())))
