@@ -1,21 +1,24 @@
 """The tuner against dense grids and enumeration; traces, seeds, bad input, Ctrl-C."""
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import optuna
 import pytest
 import scipy.stats
 
 import hypergrad as hg
-import hypergrad.tune._tune as tune_module
+import hypergrad.tune._evaluate as evaluate_module
 from hypergrad import problems
 from hypergrad.cli import main
 from hypergrad.records import Records, reproduce
 from hypergrad.space import Categorical, Real, Space
 from hypergrad.tune import tune
+from hypergrad.tune._plan import seeds_of
 
 ALPHA = Real(1e-4, 1e3, log=True)
 
@@ -63,7 +66,7 @@ def test_tune_ridge_reaches_the_grid_optimal_penalty():
 def test_tune_finds_the_enumerated_categorical_optimum():
     space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
     enumerated = {
-        f: _grid_best(ridge_factory({"features": f}, seed=tune_module._seeds(0, 1)[0]))
+        f: _grid_best(ridge_factory({"features": f}, seed=seeds_of(0, 1)[0]))
         for f in ("all", "half")
     }
     best_choice = min(enumerated, key=lambda f: enumerated[f][1])
@@ -134,7 +137,7 @@ def test_seed_aggregation_matches_a_direct_computation():
         seed=5,
     )
     rnd = res.rounds[0]
-    seeds = tune_module._seeds(5, 3)
+    seeds = seeds_of(5, 3)
     h = {"alpha": jnp.asarray(res.config["alpha"])}
     direct = np.array(
         [float(hg.outer_loss(ridge_factory({"features": "all"}, seed=s), h)) for s in seeds]
@@ -201,7 +204,7 @@ def test_interrupted_tune_keeps_finished_trials_and_resumes(monkeypatch):
     space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
     kwargs = dict(rounds=2, population=2, steps=10, learning_rate=0.2)
     records = _records()
-    real = tune_module.descend
+    real = evaluate_module.run_descent
     calls = []
 
     def interrupted(*args, **kw):
@@ -210,13 +213,13 @@ def test_interrupted_tune_keeps_finished_trials_and_resumes(monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(tune_module, "descend", interrupted)
+    monkeypatch.setattr(evaluate_module, "run_descent", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tune(ridge_factory, space, records=records, **kwargs)
     states = [t.state for t in records.trials()]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
     assert states.count(optuna.trial.TrialState.FAIL) == 2
-    monkeypatch.setattr(tune_module, "descend", real)
+    monkeypatch.setattr(evaluate_module, "run_descent", real)
 
     resumed = tune(ridge_factory, space, records=records, **kwargs)
     assert [r.resumed for r in resumed.rounds] == [True, False]
@@ -281,3 +284,97 @@ def test_inner_tolerance_schedule_loosens_early_solves_and_reaches_the_optimum()
         tune(pb, space, inner_tol=1e-3, records=_records())
     with pytest.raises(ValueError, match="need 0 < end <= start"):
         tune(pb, space, inner_tol=(1e-9, 1e-3), records=_records())
+
+
+def test_inner_solves_that_hit_max_steps_are_reported_and_raised_with_throw():
+    from hypergrad.solvers import OptaxSolver
+
+    # Three plain gradient steps cannot reach a gradient norm of 1e-12: every inner solve
+    # stops at max_steps (the hypergradient is still taken, at the inexact solution).
+    pb = dataclasses.replace(_ridge(), solver=OptaxSolver(optax.sgd(1e-2), max_steps=3, tol=1e-12))
+    space = Space({"alpha": ALPHA})
+    records = _records()
+    res = tune(pb, space, population=2, steps=4, records=records)
+    solves = 2 * 4  # members x outer steps, one seed
+    assert res.num_inner_solves == solves
+    assert res.inner_status == {"converged": 0, "max_steps": solves, "diverged": 0, "nonfinite": 0}
+    assert res.inner_failures == solves
+    for m in res.rounds[0].members:
+        assert m.inner_failures == 4
+        t = records.trial(m.trial)
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.user_attrs["result.inner_failures"] == 4
+        assert t.user_attrs["result.inner_status"]["max_steps"] == 4
+    # A converging solver reports no failure.
+    ok = tune(_ridge(), space, population=2, steps=4, records=_records())
+    assert ok.inner_failures == 0 and ok.inner_status["converged"] == ok.num_inner_solves
+
+    records = _records()
+    with pytest.raises(RuntimeError, match="8 of 8 inner solves did not converge.*max_steps"):
+        tune(pb, space, population=2, steps=4, records=records, throw=True)
+    trials = records.trials()
+    assert len(trials) == 2
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.FAIL
+        assert "max_steps" in t.user_attrs["failed_reason"]
+
+
+def test_validation_to_test_gap_is_reported_and_recorded_for_the_analysis():
+    from hypergrad.analysis import TEST_VALUE_ATTR, ValidationOverfitWarning, test_values
+
+    pb = _ridge()
+    space = Space({"alpha": ALPHA})
+    # Test data equal to the validation data: the test value is the validation value
+    # (solved again from a cold start: equal up to the inner solve's rounding).
+    same = dataclasses.replace(pb, test=pb.val)
+    records = _records()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ValidationOverfitWarning)
+        res = tune(same, space, population=2, steps=10, records=records)
+    assert res.test_value == pytest.approx(res.value, rel=1e-9)
+    assert res.gap.val == res.value and res.gap.test == res.test_value
+    assert abs(res.gap.relative_gap) < 1e-9 and not res.gap.exceeds
+    best = min(res.rounds[0].members, key=lambda m: m.value)
+    assert records.trial(best.trial).user_attrs[TEST_VALUE_ATTR] == res.test_value
+    assert test_values(records.study) == [(best.trial, best.value, res.test_value)]
+    # Test targets shifted by 3 (about the noise level 2): the test loss is far above the
+    # validation loss, which warns past the threshold and not below it.
+    shifted = dataclasses.replace(pb, test=(pb.val[0], pb.val[1] + 3.0))
+    with pytest.warns(ValidationOverfitWarning, match="above the 10% threshold"):
+        res = tune(shifted, space, population=2, steps=10, records=_records())
+    assert res.gap.exceeds and res.gap.relative_gap > 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ValidationOverfitWarning)
+        res = tune(shifted, space, population=2, steps=10, records=_records(), gap_threshold=1e3)
+    assert not res.gap.exceeds
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="OptunaSearch.observe ignores results it did not ask for (hypergrad/search, "
+    "not the tuner's to change): the patch that adds them is with issue 11's report",
+)
+def test_resumed_rounds_reach_an_optuna_proposer_through_its_observe():
+    from hypergrad.search import OptunaSearch
+
+    space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
+    discrete = Space({"features": Categorical(("all", "half"))})
+    records = _records()
+    first = tune(
+        ridge_factory,
+        space,
+        rounds=1,
+        population=2,
+        steps=5,
+        records=records,
+        proposer=OptunaSearch(discrete, "tpe", seed=0),
+    )
+    proposer = OptunaSearch(discrete, "tpe", seed=1)  # a new process: an empty history
+    again = tune(
+        ridge_factory, space, rounds=2, population=2, steps=5, records=records, proposer=proposer
+    )
+    assert [r.resumed for r in again.rounds] == [True, False]
+    done = proposer.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 2  # the resumed round, observed, and the new one, told
+    assert done[0].params == first.rounds[0].config
+    assert done[0].value == first.rounds[0].value

@@ -11,12 +11,12 @@ import optuna
 import pytest
 
 import hypergrad as hg
-import hypergrad.tune._tune as tune_module
 from hypergrad import problems
 from hypergrad.records import Records, reproduce, to_optuna_distributions
 from hypergrad.solvers import Newton
 from hypergrad.space import RELAXED, Categorical, Condition, Int, InvalidSpaceError, Real, Space
 from hypergrad.tune import tune
+from hypergrad.tune._plan import discrete_space, seeds_of
 
 MAPS = {"identity": lambda z: z, "tanh": jnp.tanh, "cube": lambda z: z**3 / 3}
 ALPHA = Real(1e-4, 1e2, log=True)
@@ -24,7 +24,7 @@ GRID = np.geomspace(1e-4, 1e2, 601)
 # One object, so tune calls share the compiled outer step; Dense, because the relaxed
 # inner Hessian is only 12 x 12 and a dense solve compiles faster than CG.
 METHOD = hg.Implicit(hg.Dense())
-SEED = tune_module._seeds(0, 1)[0]  # the seed tune builds its single problem with
+SEED = seeds_of(0, 1)[0]  # the seed tune builds its single problem with
 _outer_loss = jax.jit(hg.outer_loss, static_argnames="split")
 
 
@@ -234,4 +234,28 @@ def test_relax_is_a_request_to_the_tuner_only():
     plain = Space({"map": Categorical(tuple(MAPS)), "k": Int(1, 3), "a": ALPHA})
     assert to_optuna_distributions(space) == to_optuna_distributions(plain)
     assert space.sample_configs(jax.random.key(0), 4) == plain.sample_configs(jax.random.key(0), 4)
-    assert tune_module._discrete_space(space).names == ("k",)
+    assert discrete_space(space).names == ("k",)
+
+
+BUILT: list = []
+
+
+def counting_factory(config, *, seed):
+    """`factory`, remembering each configuration and seed it was called with."""
+    BUILT.append((tuple(sorted((k, repr(v)) for k, v in config.items())), seed))
+    return factory(config, seed=seed)
+
+
+def test_the_factory_is_called_once_per_configuration_and_seed():
+    BUILT.clear()
+    space = Space({"map": Categorical(tuple(MAPS), relax="softmax"), "alpha": ALPHA})
+    # The relaxed problem for the descent, the exact ones for the check before the
+    # trials, the members' discretized choices and the best member's test value: each
+    # configuration is built once per seed.
+    res = tune(
+        counting_factory, space, population=3, seeds=2, steps=3, method=METHOD, records=_records()
+    )
+    assert res.test_value is not None
+    assert len(BUILT) == len(set(BUILT))
+    configs = {c for c, _ in BUILT}
+    assert len(BUILT) == 2 * len(configs) and len(configs) >= 2  # relaxed and >= 1 exact
