@@ -1,0 +1,156 @@
+"""What gets compiled: `hypergradient` called eagerly is one program, reused for other
+numbers (hyperparameters, tolerance) and other data of the same shapes; data padded to a
+shape bucket (`hypergrad.problems.bucket`: zero-weight rows, zero columns) gives the
+unpadded result, so padded folds and nearby sizes can share one program.
+
+Compilations are counted with JAX's compile events (`/jax/core/compile/...`), in this
+process, with the persistent cache off so that a cache hit cannot hide one.
+"""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hypergrad
+from hypergrad import problems
+
+_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Collect the XLA compilations (backend compiles) run inside the block."""
+    seen = []
+
+    def listener(event, duration, **kwargs):
+        if event == _COMPILE:
+            seen.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_persistent_cache():
+    was = hypergrad.cache_dir()
+    hypergrad.disable_cache()
+    yield
+    if was is not None:
+        hypergrad.enable_cache()
+
+
+def _logistic(seed):
+    # Shapes no other test uses, so no earlier test compiled this program in the process.
+    X, y = problems.synthetic_classification(70, 7, seed=seed)
+    return problems.logistic(X[:43], y[:43], X[43:], y[43:], alpha=0.1)
+
+
+@pytest.fixture(scope="module")
+def first_call():
+    problem = _logistic(0)
+    with count_compiles() as compiles:
+        out = hypergrad.hypergradient(problem, problem.hparams)
+    return problem, out, compiles
+
+
+def test_eager_hypergradient_is_one_program(first_call):
+    _, _, compiles = first_call
+    # Op-by-op dispatch compiled one program per operation (over a hundred here).
+    assert len(compiles) == 1, len(compiles)
+
+
+def test_eager_equals_traced(first_call):
+    problem, out, _ = first_call
+    traced = jax.jit(lambda pr, h: hypergrad.hypergradient(pr, h))(problem, problem.hparams)
+    # The same program up to XLA's fusion choices: agreement to rounding.
+    np.testing.assert_allclose(out.grad["alpha"], traced.grad["alpha"], rtol=1e-10)
+    np.testing.assert_allclose(out.value, traced.value, rtol=1e-12)
+
+
+def test_other_numbers_and_data_of_the_same_shapes_compile_nothing(first_call):
+    problem, out, _ = first_call
+    other = _logistic(1)
+    weak = jnp.asarray(0.2)  # made outside the count: creating it is a compilation
+    with count_compiles() as compiles:
+        # A Python float, a weakly typed and a strongly typed array: one signature.
+        a = hypergrad.hypergradient(problem, {"alpha": 0.3})
+        b = hypergrad.hypergradient(other, {"alpha": weak})
+        c = hypergrad.hypergradient(problem, {"alpha": np.float64(0.1)})
+    assert compiles == []
+    # The numbers reached the program: each result differs from the first.
+    for r in (a, b):
+        assert not np.allclose(r.grad["alpha"], out.grad["alpha"])
+    np.testing.assert_array_equal(c.grad["alpha"], out.grad["alpha"])
+
+
+def test_other_tolerances_share_one_program(first_call):
+    problem, _, _ = first_call
+    # tol=None keeps the solver's and linear solver's own tolerances (a program of its
+    # own); every number after that is data.
+    tight = hypergrad.hypergradient(problem, problem.hparams, tol=1e-10)
+    with count_compiles() as compiles:
+        loose = hypergrad.hypergradient(problem, problem.hparams, tol=1e-2)
+        mid = hypergrad.hypergradient(problem, problem.hparams, tol=np.float64(1e-5))
+    assert compiles == []
+    assert not np.array_equal(loose.grad["alpha"], tight.grad["alpha"])
+    assert int(loose.solution.stats["num_steps"]) < int(tight.solution.stats["num_steps"])
+    assert np.isfinite(mid.grad["alpha"])
+
+
+def test_eager_checks_run_before_compiling(first_call):
+    problem, _, _ = first_call
+    with count_compiles() as compiles, pytest.raises(ValueError, match="hparams"):
+        hypergrad.hypergradient(problem, {"alpha": jnp.asarray(np.nan)})
+    assert compiles == []
+
+
+# --- shape buckets -----------------------------------------------------------------------
+
+
+def _padded(X, y):
+    """`X, y` padded to bucket sizes with zero rows and zero columns; the row weights."""
+    n, p = X.shape
+    Xp = np.zeros((problems.bucket(n), problems.bucket(p)))
+    Xp[:n, :p] = X
+    yp = np.zeros(problems.bucket(n))
+    yp[:n] = y
+    w = np.zeros(problems.bucket(n))
+    w[:n] = 1.0
+    return Xp, yp, w
+
+
+@pytest.mark.parametrize("name", ["lasso", "logistic_rows"])
+def test_padded_data_gives_the_unpadded_result(name):
+    rng = np.random.default_rng(0)
+    n, n_val, p = 37, 29, 13  # buckets 40, 32, 14: every dimension padded
+    if name == "lasso":
+        X, y = problems.synthetic_regression(n + n_val, p, seed=0)
+        build = problems.lasso
+        kwargs = dict(alpha=problems.alpha_max(X[:n], y[:n]) / 10, tol=1e-12, max_steps=1000)
+    else:
+        X, y = problems.synthetic_classification(n + n_val, p, seed=0)
+        build = problems.logistic_rows
+        kwargs = dict(alpha=0.05, tol=1e-12)
+    X = X + 0.01 * rng.standard_normal(X.shape)
+    Xt, yt, Xv, yv = X[:n], y[:n], X[n:], y[n:]
+    plain = build(Xt, yt, Xv, yv, **kwargs)
+    Xtp, ytp, wt = _padded(Xt, yt)
+    Xvp, yvp, wv = _padded(Xv, yv)
+    padded = build(Xtp, ytp, Xvp, yvp, weights=(wt, wv), **kwargs)
+    method = hypergrad.Implicit(hypergrad.CG(tol=1e-12))
+    ref = hypergrad.hypergradient(plain, plain.hparams, method=method)
+    out = hypergrad.hypergradient(padded, padded.hparams, method=method)
+    # Both solves stop at a relative tolerance of 1e-12; the padded one sums zero rows and
+    # columns in another order, so agreement is to the solver's accuracy, not bitwise.
+    np.testing.assert_allclose(out.value, ref.value, rtol=1e-9)
+    np.testing.assert_allclose(out.grad["alpha"], ref.grad["alpha"], rtol=1e-6, atol=1e-10)
+    w_ref = jax.tree.leaves(ref.solution.params)[-1]
+    w_pad = jax.tree.leaves(out.solution.params)[-1]
+    np.testing.assert_allclose(np.asarray(w_pad)[:p], w_ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(w_pad)[p:], 0.0)  # columns that cannot enter
