@@ -7,8 +7,6 @@ Compilations are counted with JAX's compile events (`/jax/core/compile/...`), in
 process, with the persistent cache off so that a cache hit cannot hide one.
 """
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,23 +15,7 @@ import pytest
 import hypergrad
 from hypergrad import problems
 
-_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Collect the XLA compilations (backend compiles) run inside the block."""
-    seen = []
-
-    def listener(event, duration, **kwargs):
-        if event == _COMPILE:
-            seen.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+from ._problems import count_compilations as count_compiles
 
 
 @pytest.fixture(scope="module", autouse=True)
