@@ -349,11 +349,6 @@ def test_validation_to_test_gap_is_reported_and_recorded_for_the_analysis():
     assert not res.gap.exceeds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OptunaSearch.observe ignores results it did not ask for (hypergrad/search, "
-    "not the tuner's to change): the patch that adds them is with issue 11's report",
-)
 def test_resumed_rounds_reach_an_optuna_proposer_through_its_observe():
     from hypergrad.search import OptunaSearch
 

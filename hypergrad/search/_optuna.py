@@ -216,8 +216,22 @@ class OptunaSearch(AbstractProposer):
         self._trials.pop(number, None)
 
     def observe(self, proposal, value) -> None:
-        # Earlier trials of the study are already Optuna's history.
-        pass
+        # A trial of the study (`proposal.trial_number`, as `search.run` reads back the
+        # records this proposer is attached to) is already Optuna's history. A result
+        # from elsewhere (a tuner's round read back from its own records) is added to
+        # it, so that the sampler learns from it; one that did not complete is not.
+        if proposal.trial_number is not None or value is None:
+            return
+        dists = to_optuna_distributions(self.space)
+        values = list(value) if isinstance(value, tuple) else [value]
+        with quiet_optuna():
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    params=dict(proposal.config),
+                    distributions={k: dists[k] for k in proposal.config},
+                    values=values,
+                )
+            )
 
     def describe(self):
         return {
