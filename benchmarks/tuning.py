@@ -5,7 +5,10 @@ Cases (definitions are repeated in the results file):
 - population: K=64 configurations, one hypergradient each (L2 logistic regression,
   implicit differentiation, L-BFGS inner solves), as one `vmap`-ed compiled program
   against a Python loop over the same 64 calls of the compiled single hypergradient.
-  Goal: at least 4x on CPU (ratio vmap / loop <= 0.25).
+  Goal: at least 4x on CPU (ratio vmap / loop <= 0.25). The population default
+  (`hypergrad.solvers._batched.population_solver`: Newton for p <= 64, BatchedLBFGS
+  above) against the loop of the problem's L-BFGS, issue 12's goals: <= 1.0 on breast
+  cancer, <= 0.3 on the synthetic n=2000, p=100 problem.
 - many_hparams: L2 logistic regression with one penalty per feature (p=100) on
   held-out log-loss. Target: the best held-out loss Optuna's TPE reaches in 200 trials.
   Figure: wall time (compilation included) until a method's best value is at most the
@@ -38,6 +41,7 @@ from hypergrad import BilevelProblem, Implicit, hypergradient, outer_loss, probl
 from hypergrad.records import Records
 from hypergrad.search import OptunaSearch, RandomSearch
 from hypergrad.solvers import LBFGS, Newton
+from hypergrad.solvers._batched import population_solver
 from hypergrad.space import Categorical, Condition, Real, Space
 from hypergrad.tune import descend, tune
 
@@ -81,7 +85,9 @@ def _sizes(quick):
 # --- population ---------------------------------------------------------------------------
 
 
-def _population_case(n, n_val, p, K, reps, solver):
+def _population_case(n, n_val, p, K, reps, solver, loop_solver=None):
+    """`solver` vmap-ed against a loop of `loop_solver` (default the same solver); the
+    solver `None` is the population default, `population_solver` of the problem's."""
     if p == 30:  # the bundled breast-cancer data
         d = problems.load("breast_cancer", seed=0)
         X, y, Xv, yv = d.X_train, d.y_train, d.X_val, d.y_val
@@ -90,16 +96,24 @@ def _population_case(n, n_val, p, K, reps, solver):
         X, y = problems.synthetic_classification(n + n_val, p, informative=p // 4, seed=0)
         X, y, Xv, yv = X[:n], y[:n], X[n:], y[n:]
         where = "synthetic"
-    pb = dataclasses.replace(problems.logistic(X, y, Xv, yv), solver=solver)
+    default = problems.logistic(X, y, Xv, yv)
+    label = type(solver).__name__.lower()
+    if solver is None:
+        solver, label = population_solver(default.solver, default.init_params), "default"
+    pb = dataclasses.replace(default, solver=solver)
+    pb_loop = dataclasses.replace(default, solver=loop_solver or solver)
     alphas = jnp.asarray(np.geomspace(1e-4, 1.0, K))
     method = Implicit()
 
-    def one(a):
-        res = hypergradient(pb, {"alpha": a}, method=method)
-        return res.value, res.grad["alpha"]
+    def hypergradient_of(problem):
+        def one(a):
+            res = hypergradient(problem, {"alpha": a}, method=method)
+            return res.value, res.grad["alpha"]
 
-    single = jax.jit(one)
-    batched = jax.jit(jax.vmap(one))
+        return one
+
+    single = jax.jit(hypergradient_of(pb_loop))
+    batched = jax.jit(jax.vmap(hypergradient_of(pb)))
 
     def loop(al):
         return [single(a) for a in al]
@@ -111,14 +125,22 @@ def _population_case(n, n_val, p, K, reps, solver):
     g_l = jnp.stack([g for _, g in loop(alphas)])
     agree = float(jnp.max(jnp.abs(g_b - g_l) / (jnp.abs(g_l) + 1e-12)))
     ours = {**timed["vmap"], "K": K, "max_relative_difference_vs_loop": agree}
-    base = {"name": f"Python loop over the {K} compiled single hypergradients", **timed["loop"]}
+    base = {
+        "name": f"Python loop over the {K} compiled single hypergradients with {pb_loop.solver!r}",
+        **timed["loop"],
+    }
+    # Issue 12's goals for the population default against the single default's loop.
+    goal = "<= 0.25"
+    if label == "default":
+        goal = "<= 1.0" if where == "breast_cancer" else "<= 0.3"
     return case(
-        f"population/{where}_n{n}_p{p}/{type(solver).__name__.lower()}",
+        f"population/{where}_n{n}_p{p}/{label}",
         ours,
         baseline=base,
-        goal="<= 0.25",
+        goal=goal,
         note=f"L2 logistic regression ({where}, n_train={n}, p={p}), {method!r}, "
-        f"{pb.solver!r}; K={K} penalties log-spaced in [1e-4, 1]",
+        f"vmap-ed {pb.solver!r}, loop of {pb_loop.solver!r}; "
+        f"K={K} penalties log-spaced in [1e-4, 1]",
     )
 
 
@@ -498,10 +520,16 @@ def run(quick: bool = False) -> dict:
     # L-BFGS (the problem's default) and dense Newton: under vmap every member runs as
     # many iterations as the slowest, and L-BFGS's line search evaluates both branches of
     # each of its conditionals; Newton has neither cost.
+    # The population default (`population_solver`: member-independent control flow) is
+    # measured against the loop a user would write, of the problem's default L-BFGS.
     cases = [
-        _population_case(n, nv, p, cfg["K"], cfg["pop_reps"], solver)
+        _population_case(n, nv, p, cfg["K"], cfg["pop_reps"], solver, loop)
         for n, nv, p in cfg["pop_sizes"]
-        for solver in (LBFGS(max_steps=500, tol=1e-9), Newton(max_steps=50, tol=1e-9))
+        for solver, loop in (
+            (None, LBFGS(max_steps=500, tol=1e-9)),
+            (LBFGS(max_steps=500, tol=1e-9), None),
+            (Newton(max_steps=50, tol=1e-9), None),
+        )
     ]
     _log("population done")
     cases += _many_cases(cfg)

@@ -4,6 +4,7 @@ from ._base import AbstractSolver as AbstractSolver
 from ._base import SolverState as SolverState
 from ._base import run as run
 from ._base import run_steps as run_steps
+from ._batched import BatchedLBFGS as BatchedLBFGS
 from ._cd import CoordinateDescent as CoordinateDescent
 from ._cd import least_squares as least_squares
 from ._hypergradient_descent import HypergradientDescentState as HypergradientDescentState

@@ -46,6 +46,7 @@ from .._types import Array, HParams, Params
 from ..methods import hypergradient, problem_method
 from ..methods._base import AbstractMethod
 from ..solvers import AbstractSolver, Status
+from ..solvers._batched import population_solver
 from ._outer import (
     AbstractOuterSolver,
     Evaluation,
@@ -133,6 +134,8 @@ class DescentResult(NamedTuple):
       inner_status: `{status name: solves}` over the run (`Status.NAMES`).
       stop_reason: why the population stopped: "max_steps", "gradient" or "stall" (with
         `+` between them when members stopped for different reasons).
+      solver: the inner solver the run used (`repr`): a population's default is
+        `population_solver(problem.solver, ...)`, see `descend`.
     """
 
     hparams: HParams
@@ -146,6 +149,7 @@ class DescentResult(NamedTuple):
     inner_failures: int = 0
     inner_status: dict | None = None
     stop_reason: str = "max_steps"
+    solver: str = ""
 
 
 def _log(h):
@@ -526,7 +530,9 @@ def descend(
       optimizer: the outer optax optimizer, acting in unconstrained coordinates (default
         `optax.adam(0.1)`: steps of about 10% in a log-scale hyperparameter).
       method: how hypergradients are computed (default: the problem's, else `Implicit()`).
-      solver: the inner solver (default `problem.solver`).
+      solver: the inner solver (default `problem.solver`; for a population, with
+        `batch_hparams` or `batch_problem`, `hypergrad.solvers.population_solver` of it:
+        a solver whose steps do not branch on the member, recorded in the result).
       to_unconstrained, from_unconstrained: the coordinate maps (default log / exp, for
         positive hyperparameters).
       tol: a member is done when its hypergradient norm (unconstrained) is at most `tol`.
@@ -566,6 +572,11 @@ def descend(
     _check(problem, hparams, steps, optimizer, method, solver)
     flags = (batch_hparams, batch_problem, pool_seeds)
     _check_options(problem, hparams, min_improvement, patience, flags, key)
+    if solver is None and (batch_hparams or batch_problem):
+        params = problem.init_params
+        if batch_problem:
+            params = jax.tree.map(lambda x: x[0], params)
+        solver = population_solver(problem.solver, params)
     static = _Static(
         optimizer=optimizer,
         method=method,
@@ -616,10 +627,10 @@ def run_descent(static, problem, hparams, state, key, steps, inner_tol, options,
             return s, done
 
         s, _ = iterate_outer(one, s)
-    return _result(static, s)
+    return _result(static, s, base_solver)
 
 
-def _result(static: _Static, s: DescentState) -> DescentResult:
+def _result(static: _Static, s: DescentState, solver: AbstractSolver) -> DescentResult:
     axes = len(static.levels())
     num_steps = int(np.max(np.asarray(s.k)))
     h = jax.device_get(s.history)
@@ -641,4 +652,5 @@ def _result(static: _Static, s: DescentState) -> DescentResult:
         inner_failures=int(np.sum(history["inner_failures"])),
         inner_status=inner_status,
         stop_reason="+".join(reasons) or "max_steps",
+        solver=repr(solver),
     )

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..methods import outer_loss, problem_method, solve
 from ..records import Outcome, resolve
+from ..solvers._batched import population_solver
 from ..space import RELAXED, Real, Space
 from . import _relaxed
 from ._descent import _Static, run_descent
@@ -117,12 +118,14 @@ def rungs(population, steps, halving):
     return out
 
 
-def _static(plan: Plan, settings: TuneSettings, method, key) -> _Static:
+def _static(plan: Plan, settings: TuneSettings, method, key, one) -> _Static:
     to_u, from_u = coordinates(plan.space, plan.names)
     return _Static(
         optimizer=settings.optimizer_transformation(),
         method=method,
-        solver=None,
+        # Every round is a population (even of one member: a replayed trial runs the
+        # same solver as its round), so it runs the population solver.
+        solver=population_solver(one.solver, one.init_params),
         to_unconstrained=to_u,
         from_unconstrained=from_u,
         batch_problem=True,
@@ -138,7 +141,7 @@ def _descend(pbs, plan: Plan, settings: TuneSettings, steps: int, progress):
     hyperparameters, value, per-seed values, curve, steps, inner statuses."""
     population = len(jax.tree.leaves(plan.h0)[0])
     key = noise_key(plan.space, plan.relaxed, settings.seed, plan.number)
-    static = _static(plan, settings, problem_method(first(pbs), settings.method), key)
+    static = _static(plan, settings, problem_method(first(pbs), settings.method), key, first(pbs))
     schedule = settings.schedule()
     options = dict(tol=settings.tol, min_improvement=settings.min_improvement, patience=PATIENCE)
     num_seeds = int(jax.tree.leaves(pbs.val)[0].shape[0])

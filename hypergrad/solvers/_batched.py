@@ -1,0 +1,141 @@
+"""L-BFGS whose step has no data-dependent control flow: a solver for populations.
+
+Interface: `BatchedLBFGS(...)` is an `AbstractSolver` (`init / step / terminate`) and
+`population_solver(solver, params)` picks the solver a population runs instead of a
+problem's own.
+
+Invariant: one `step` is one evaluation of value and gradient at a trial point and no
+data-dependent control flow (a rejected trial shrinks the next one, by selects): every
+member of a `vmap`-ed population does the same work in every iteration, and the
+members' matrix-vector products become matrix-matrix products.
+
+Why: under `vmap` a `while_loop` runs for as long as its slowest member, and every
+data-dependent branch becomes a select that evaluates both sides. optax's zoom line
+search is such a loop inside each L-BFGS step; under `vmap` over 64 penalties it made the
+population 6-12x slower than a Python loop of single solves (`benchmarks/tuning.py`,
+population section). JAX batches a `while_loop` by running the body for every member
+until all predicates are false and masking finished members with selects (jax-ml/jax
+issues 2586 and 20628); line searches written as loops (optax's zoom, jaxopt's and
+optimistix's searches) inherit this. Here the line search is spread over steps,
+one trial each.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from ._base import AbstractSolver, _check_steps, advance, common_state
+from ._newton import Newton
+
+
+class BatchedLBFGS(AbstractSolver):
+    """L-BFGS (optax's two-loop recursion) whose step is one evaluation and no branch.
+
+    Each step evaluates value and gradient at the trial point `x + t d` of the current
+    L-BFGS direction `d = -H g` (`optax.scale_by_lbfgs`; steepest descent, scaled like
+    L-BFGS's first step, when `d` does not descend) and accepts it when Armijo's rule
+    `f(x + t d) <= f(x) + 1e-4 t g.d` holds (up to `8 eps |f(x)|`, rounding): then `x`, the curvature memory and `d` move
+    and `t` returns to 1. Otherwise `x`, the memory and `d` stay and `t` shrinks to the
+    minimizer of the quadratic through `f(x)`, `g.d` and `f(x + t d)`, kept in
+    `[t/10, t/2]`: a backtracking line search spread over steps, one trial per step.
+    Every step does the same work whatever happens (selects, no `while_loop` or `cond`),
+    so a `vmap`-ed population makes one batched evaluation per step, and a rejected
+    trial counts as a step.
+
+    Args:
+      max_steps: the largest number of steps (trials, accepted or not).
+      tol: stop when the gradient norm is at most `tol`.
+      memory_size: number of curvature pairs kept.
+      divergence: see `AbstractSolver`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from hypergrad.solvers import BatchedLBFGS, run
+      >>> fun = lambda w, a, args: jnp.sum(jnp.logaddexp(0.0, -w)) + 0.5 * a * jnp.sum(w**2)
+      >>> sol = run(BatchedLBFGS(tol=1e-10), fun, jnp.zeros(2), 1.0)
+      >>> [round(float(x), 6) for x in sol.params]  # w = sigmoid(-w) / a
+      [0.401058, 0.401058]
+
+    Reference: Nocedal, "Updating quasi-Newton matrices with limited storage", 1980;
+    Nocedal and Wright, "Numerical Optimization", 2nd ed., 2006, section 3.5 (backtracking
+    by quadratic interpolation).
+    """
+
+    def __init__(
+        self,
+        max_steps: int = 500,
+        tol: float | None = 1e-8,
+        memory_size: int = 10,
+        divergence: float = 1e6,
+    ):
+        _check_steps(max_steps, tol, divergence)
+        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
+            raise ValueError(f"memory_size must be a positive int, got memory_size={memory_size!r}")
+        self.max_steps, self.tol, self.divergence = max_steps, tol, divergence
+        self.memory_size = memory_size
+
+    def _direction(self, grad, memory, params):
+        """`(d, memory)`: the L-BFGS direction at `params` after adding the pair that
+        ends there, steepest descent when it does not descend."""
+        direction, memory = optax.scale_by_lbfgs(memory_size=self.memory_size).update(
+            grad, memory, params
+        )
+        g, d = ravel_pytree(grad)[0], -ravel_pytree(direction)[0]
+        steepest = -g / jnp.maximum(1.0, jnp.linalg.norm(g))
+        return jnp.where(g @ d < 0, d, steepest), memory
+
+    def init(self, fun, params, hparams, args):
+        value, grad = jax.value_and_grad(fun)(params, hparams, args)
+        memory = optax.scale_by_lbfgs(memory_size=self.memory_size).init(params)
+        d, memory = self._direction(grad, memory, params)
+        return common_state((memory, d, jnp.ones((), d.dtype)), value, grad)
+
+    def step(self, fun, params, state, hparams, args):
+        memory, d, t = state.inner
+        flat, unravel = ravel_pytree(params)
+        slope = ravel_pytree(state.grad)[0] @ d
+        trial = unravel(flat + t * d)
+        value, grad = jax.value_and_grad(fun)(trial, hparams, args)
+        # Near the minimum a decrease falls below rounding: a trial within a few ulps
+        # of f(x) counts as not worse, or the search would shrink t for nothing.
+        roundoff = 8 * jnp.finfo(slope.dtype).eps * jnp.abs(state.value)
+        ok = jnp.isfinite(value) & (value <= state.value + 1e-4 * t * slope + roundoff)
+        new_d, new_memory = self._direction(grad, memory, trial)
+        # Quadratic interpolation of f along d; a non-finite trial halves t.
+        curvature = value - state.value - t * slope
+        shrunk = jnp.where(curvature > 0, -slope * t**2 / (2 * curvature), 0.5 * t)
+        shrunk = jnp.clip(jnp.nan_to_num(shrunk, nan=0.5 * t), 0.1 * t, 0.5 * t)
+        pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        params, value, grad = pick((trial, value, grad), (params, state.value, state.grad))
+        inner = pick((new_memory, new_d, jnp.ones_like(t)), (memory, d, shrunk))
+        return params, advance(state, inner, value, grad)
+
+    def __repr__(self):
+        return (
+            f"BatchedLBFGS(max_steps={self.max_steps}, tol={self.tol}, "
+            f"memory_size={self.memory_size})"
+        )
+
+
+def population_solver(solver: AbstractSolver, params) -> AbstractSolver:
+    """The solver a `vmap`-ed population runs in place of `solver` (the problem's).
+
+    Rule: a solver whose step holds a `while_loop` (not `reverse_differentiable`, such as
+    `LBFGS` with optax's zoom line search) is replaced by one with member-independent
+    control flow and the same tolerance and step budget: dense `Newton` with a batched
+    line search when the parameters number at most 64 (a batched Cholesky of a small
+    Hessian is cheaper than many first-order steps), `BatchedLBFGS` otherwise. Other
+    solvers (Newton, coordinate descent, fixed-step optax loops) are kept.
+    """
+    if solver.reverse_differentiable or solver.sequential_batches:
+        return solver
+    p = ravel_pytree(params)[0].size
+    if p <= 64:
+        return Newton(max_steps=50, tol=solver.tol, divergence=solver.divergence, line_search=8)
+    return BatchedLBFGS(
+        max_steps=solver.max_steps,
+        tol=solver.tol,
+        memory_size=getattr(solver, "memory_size", 10),
+        divergence=solver.divergence,
+    )
