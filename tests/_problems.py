@@ -60,13 +60,11 @@ def central_difference(f, hparams, leaf="alpha", rel_step=None):
 
 
 @contextlib.contextmanager
-def count_compilations():
-    """The XLA compilations in the block, counted from JAX's public monitoring events
-    (one `/jax/core/compile/backend_compile_duration` event per program compiled)."""
+def _count_events(name):
     events = []
 
     def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
+        if event == name:
             events.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -74,3 +72,16 @@ def count_compilations():
         yield events
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def count_compilations():
+    """The XLA compilations in the block, counted from JAX's public monitoring events
+    (one `/jax/core/compile/backend_compile_duration` event per program compiled)."""
+    return _count_events("/jax/core/compile/backend_compile_duration")
+
+
+def count_traces():
+    """The traces in the block (one `/jax/core/compile/jaxpr_trace_duration` event per
+    function traced to a jaxpr). Unlike compilations, a retrace shows here even when the
+    persistent compilation cache then loads the program instead of compiling it."""
+    return _count_events("/jax/core/compile/jaxpr_trace_duration")

@@ -59,6 +59,24 @@ def test_implicit_refuses_learning_rate(ridge_sgd):
         hg.hypergradient(pb, h, solver=solver, method=hg.Implicit())
 
 
+def test_implicit_refuses_learning_rate_under_jit_and_vmap(ridge_sgd):
+    # The refusal happens while tracing, so it must survive the transformations a user
+    # wraps around the derivative, not only eager calls.
+    pb, solver, h = ridge_sgd
+    value = lambda hh: hg.outer_loss(pb, hh, solver=solver, method=hg.Implicit())  # noqa: E731
+    batch = jax.tree.map(lambda a: jnp.stack([a, 1.5 * a]), h)
+    hyper = lambda hh: hg.hypergradient(pb, hh, solver=solver, method=hg.Implicit()).grad  # noqa: E731
+    for transformed, arg in (
+        (jax.jit(jax.grad(value)), h),
+        (jax.vmap(jax.grad(value)), batch),
+        (jax.jit(jax.vmap(jax.grad(value))), batch),
+        (jax.jit(hyper), h),
+        (jax.vmap(hyper), batch),
+    ):
+        with pytest.raises(ValueError, match=r"hparams\['lr'\].*Unrolled"):
+            transformed(arg)
+
+
 def test_implicit_still_differentiates_the_other_hparams(ridge_sgd):
     """Closing over the learning rate leaves a derivative implicit methods can take."""
     pb, _, h = ridge_sgd

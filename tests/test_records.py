@@ -1,7 +1,6 @@
 """Records: what a trial holds, workers sharing a study, killed workers, clear errors,
 Optuna's own tools on the studies, and re-running a trial from its record."""
 
-import doctest
 import os
 import re
 import signal
@@ -12,11 +11,14 @@ import time
 from pathlib import Path
 
 import jax
+import jaxlib
 import numpy as np
+import optax
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+import hypergrad
 from hypergrad.records import (
     FORMAT,
     IncompatibleRecordError,
@@ -85,11 +87,17 @@ def test_trial_holds_everything_to_rerun_it(recorded):
         assert a["proposer"] == {"name": "RandomSearch", "seed": 3}
         assert a["proposal_info"]["round"] == t.number // 4
         assert a["kind"] == "black-box" and a["format"] == FORMAT
-        assert a["wall_time_s"] > 0 and a["inner_solves"] == 0
+        # The objective's own time, inside the span Optuna's clock gives the trial (the
+        # trial is opened before the objective starts and told after it returns).
+        span = (t.datetime_complete - t.datetime_start).total_seconds()
+        assert 0 < a["wall_time_s"] <= span + 1e-3, (a["wall_time_s"], span)
+        assert a["inner_solves"] == 0
         assert a["versions.jax"] == jax.__version__
         assert a["versions.numpy"] == np.__version__
         assert a["versions.optuna"] == optuna.__version__
-        assert a["versions.hypergrad"] and a["versions.optax"] and a["versions.jaxlib"]
+        assert a["versions.hypergrad"] == hypergrad.__version__
+        assert a["versions.optax"] == optax.__version__
+        assert a["versions.jaxlib"] == jaxlib.__version__
         assert a["device"] == f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
         assert isinstance(a["git_dirty"], bool)
         # The commit of the code that ran: HEAD then, so HEAD now or one of its ancestors.
@@ -200,9 +208,11 @@ def test_two_workers_share_a_study(tmp_path, kind):
     )
     assert made == [(s, r) for s in (1, 2) for r in range(10)]
     assert len({t.user_attrs["pid"] for t in trials}) == 2
-    # They ran at the same time: their trials interleave.
-    order = [t.user_attrs["proposer"]["seed"] for t in sorted(trials, key=lambda t: t.number)]
-    assert order != sorted(order)
+    # Both workers had opened the study and were waiting at the barrier before either
+    # asked for a trial number, so the numbers above were handed out to two live
+    # processes. Whether their trials also interleave is the OS scheduler's choice (one
+    # worker descheduled for 150 ms runs all of its ten after the other's), so it is not
+    # asserted.
 
 
 @pytest.mark.parametrize("kind", STORAGES)
@@ -391,13 +401,6 @@ def test_reproduce_refuses_what_it_cannot_rerun(tmp_path):
     )
     with pytest.raises(RecordsError, match="was not recorded by hypergrad"):
         reproduce(tmp_path / "r.db", "plain", 0)
-
-
-def test_docstring_examples():
-    from hypergrad.records import _masking, _records
-
-    for module in (_records, _masking):
-        assert doctest.testmod(module).failed == 0
 
 
 def test_optuna_dashboard_reads_the_studies(recorded):

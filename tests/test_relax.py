@@ -9,6 +9,8 @@ from scipy import stats
 
 from hypergrad import relax
 
+from ._problems import central_difference
+
 PROBS = np.array([0.05, 0.1, 0.2, 0.25, 0.4])
 N_SAMPLES = 20_000
 
@@ -56,11 +58,15 @@ def test_gumbel_softmax_on_simplex_and_gradients_reach_logits():
     def f(lg, hard):
         return relax.gumbel_softmax(key, lg, 0.7, hard=hard) @ values
 
-    for hard in (False, True):
-        g = jax.jit(jax.grad(f), static_argnums=1)(logits, hard)
-        assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 1e-3
-        # softmax is shift-invariant: the gradient has no component along ones.
-        assert abs(float(g.sum())) < 1e-12
+    # With the key fixed the Gumbel noise is fixed and the soft sample is a smooth
+    # function of the logits: its gradient is checked against central differences
+    # (step eps^(1/3), accurate to ~1e-10 relative).
+    soft = np.asarray(jax.jit(jax.grad(f), static_argnums=1)(logits, False))
+    fd = central_difference(lambda h: f(h["l"], False), {"l": logits}, leaf="l")
+    np.testing.assert_allclose(soft, fd, rtol=1e-7, atol=1e-10)
+    assert np.linalg.norm(fd) > 0.1  # the comparison is not between two near-zeros
+    # softmax is shift-invariant: the gradient has no component along ones.
+    assert abs(float(soft.sum())) < 1e-12
     # Straight-through: the hard forward value is one option's value exactly, and its
     # gradient is the soft sample's gradient.
     hard_val = f(logits, True)
@@ -79,6 +85,11 @@ def test_expected_gradient_of_relaxed_objective_points_to_best_option():
 
     g = jax.jit(jax.grad(expected_cost))(jnp.zeros(3))
     assert int(jnp.argmin(g)) == 1 and int(jnp.argmax(g)) == 2
+    # The keys are fixed (common random numbers), so the Monte Carlo objective is a
+    # smooth function of the logits and its gradient is exactly that of central
+    # differences of the same sum, up to their eps^(2/3) error.
+    fd = central_difference(lambda h: jax.jit(expected_cost)(h["l"]), {"l": jnp.zeros(3)}, "l")
+    np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-10)
 
 
 def test_annealed_temperature_end_points_and_monotone():
@@ -143,7 +154,12 @@ def test_smooth_accuracy_tends_to_accuracy_and_has_gradient():
     acc = float(jnp.mean(jnp.argmax(logits, -1) == labels))
     np.testing.assert_allclose(relax.smooth_accuracy(logits, labels, 1e-4), acc, atol=1e-6)
     g = jax.grad(relax.smooth_accuracy)(logits, labels, 0.5)
-    assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0.01
+    fd = central_difference(
+        lambda h: relax.smooth_accuracy(h["z"], labels, 0.5), {"z": logits}, leaf="z"
+    )
+    # Central differences, eps^(2/3) ~ 4e-11 relative; the gradient is not near zero.
+    np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-10)
+    assert np.linalg.norm(fd) > 0.01
     # Binary form: labels in {0, 1} against one logit per row.
     np.testing.assert_allclose(
         relax.smooth_accuracy(jnp.array([3.0, -2.0, 1.0]), jnp.array([1, 0, 0]), 1e-4), 2 / 3

@@ -8,7 +8,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import problems
-from hypergrad.solvers import LBFGS, Newton, OptaxSolver, Status, run
+from hypergrad.solvers import FISTA, L1, LBFGS, Newton, OptaxSolver, Status, run
 
 from ._problems import logistic_problem, ridge_problem
 
@@ -116,3 +116,146 @@ def test_hypergradient_warm_starts_give_the_same_answer(ridge):
     np.testing.assert_allclose(warm.grad["alpha"], exact, rtol=1e-8)
     np.testing.assert_allclose(cold.grad["alpha"], exact, rtol=1e-8)
     assert int(warm.solution.stats["num_steps"]) < int(cold.solution.stats["num_steps"])
+
+
+# -- every solver family reports its failures -------------------------------------------
+# Objectives whose failure is known in advance: on |w|^1.2 Newton's step w - f'/f'' lands
+# on -4w (the value grows 4^1.2 times per step: diverged); on w^1.2 the same step leaves
+# the domain (NaN: nonfinite). L-BFGS on -w^4/4 is unbounded below with a gradient that
+# grows as w^3 (diverged); on -exp(w^2) its line search overflows (nonfinite). FISTA at
+# step 1/L with L 100 times too small multiplies the error by 99 per step (diverged),
+# and on sqrt(x + 1) it steps past x = -1 (nonfinite). Each stops early: a failed solve
+# must not run on to max_steps.
+FAILURES = {
+    "newton-diverged": (Newton(), lambda w, h, a: jnp.sum(jnp.abs(w) ** 1.2), "diverged"),
+    "newton-nonfinite": (Newton(), lambda w, h, a: jnp.sum(w**1.2), "nonfinite"),
+    "lbfgs-diverged": (LBFGS(), lambda w, h, a: -0.25 * jnp.sum(w**4), "diverged"),
+    "lbfgs-nonfinite": (LBFGS(), lambda w, h, a: -jnp.sum(jnp.exp(w**2)), "nonfinite"),
+    "fista-diverged": (
+        FISTA(L1("alpha"), lipschitz=0.01),
+        lambda w, h, a: 0.5 * jnp.sum((w - 2.0) ** 2),
+        "diverged",
+    ),
+    "fista-nonfinite": (
+        FISTA(L1("alpha"), lipschitz=1.0),
+        lambda w, h, a: jnp.sum(jnp.sqrt(w + 1.0)),
+        "nonfinite",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_solver_failure_statuses(case):
+    solver, fun, expected = FAILURES[case]
+    h = {"alpha": 0.0}
+    sol = run(solver, fun, jnp.ones(2), h)
+    assert Status.name(sol.status) == expected
+    assert int(sol.stats["num_steps"]) < 20 < solver.max_steps
+    with pytest.raises(RuntimeError, match=f"status '{expected}'"):
+        hg.solve(fun, jnp.ones(2), h, solver=solver, throw=True)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [Newton(max_steps=1, tol=1e-14), LBFGS(max_steps=2, tol=1e-14)],
+    ids=["newton", "lbfgs"],
+)
+def test_solvers_stop_at_max_steps_on_logistic(solver):
+    # One Newton step or two L-BFGS steps from zero cannot reach a gradient norm of
+    # 1e-14 on logistic regression (the Newton iteration needs about six).
+    pb = logistic_problem()
+    sol = run(solver, pb.inner, pb.init_params, pb.hparams, pb.train)
+    assert Status.name(sol.status) == "max_steps"
+    assert int(sol.stats["num_steps"]) == solver.max_steps
+
+
+def test_fista_stops_at_max_steps_on_lasso():
+    X, y = problems.synthetic_regression(40, 8, seed=0)
+    fun = lambda w, h, a: 0.5 * jnp.mean((a[0] @ w - a[1]) ** 2)  # noqa: E731
+    lipschitz = float(np.linalg.norm(X, 2) ** 2 / X.shape[0])
+    solver = FISTA(L1("alpha"), max_steps=3, tol=1e-14, lipschitz=lipschitz)
+    sol = run(solver, fun, jnp.zeros(8), {"alpha": 0.01}, (X, y))
+    assert Status.name(sol.status) == "max_steps"
+    assert int(sol.stats["num_steps"]) == 3
+
+
+# -- throw=True through the problem-level entry points, eagerly and under jit / vmap ---
+
+
+def _nonfinite_problem():
+    # log(w - alpha) from w = 1 with alpha = 0.5: the first SGD step (gradient 2) lands on
+    # w = -1, outside the domain.
+    return hg.BilevelProblem(
+        inner=lambda w, h, a: jnp.sum(jnp.log(w - h["alpha"])),
+        outer=lambda w, h, a: jnp.sum(w**2),
+        init_params=jnp.array([1.0]),
+        train=None,
+        val=None,
+        hparams={"alpha": jnp.asarray(0.5)},
+        solver=OptaxSolver(optax.sgd(1.0), max_steps=100, tol=1e-8),
+    )
+
+
+def test_throw_through_outer_loss_and_hypergradient(ridge):
+    short = OptaxSolver(optax.sgd(0.01), max_steps=7, tol=1e-12)  # cannot converge in 7
+    for method in (hg.Implicit(), hg.Unrolled()):
+        with pytest.raises(RuntimeError, match="status 'max_steps'"):
+            hg.outer_loss(ridge, ridge.hparams, solver=short, method=method, throw=True)
+        with pytest.raises(RuntimeError, match="status 'max_steps'"):
+            hg.hypergradient(ridge, ridge.hparams, solver=short, method=method, throw=True)
+        # Without throw the same calls report instead of raising.
+        out = hg.hypergradient(ridge, ridge.hparams, solver=short, method=method)
+        assert Status.name(out.solution.status) == "max_steps"
+    bad = _nonfinite_problem()
+    with pytest.raises(RuntimeError, match="status 'nonfinite'"):
+        hg.outer_loss(bad, bad.hparams, throw=True)
+    with pytest.raises(RuntimeError, match="status 'nonfinite'"):
+        hg.hypergradient(bad, bad.hparams, throw=True)
+
+
+def test_throw_under_jit_and_vmap(ridge):
+    short = OptaxSolver(optax.sgd(0.01), max_steps=7, tol=1e-12)
+    ok = Newton(max_steps=1)  # one step is the closed form on ridge: converged
+
+    def loss(a, solver):
+        return hg.outer_loss(ridge, {"alpha": a}, solver=solver, throw=True)
+
+    alphas = jnp.array([0.3, 0.5, 2.0])
+    batched = jax.jit(jax.vmap(loss, in_axes=(0, None)), static_argnums=1)
+    # A converged batch passes and computes the closed-form losses...
+    want = []
+    for a in np.asarray(alphas, dtype=float):
+        h = {"alpha": jnp.asarray(a)}
+        want.append(float(ridge.outer(problems.ridge_solution(ridge, h), h, ridge.val)))
+    np.testing.assert_allclose(batched(alphas, ok), want, rtol=1e-10)
+    # ... an unconverged one raises when the program runs, naming the status.
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(batched(alphas, short))
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(jax.jit(loss, static_argnums=1)(alphas[0], short))
+    # Hyperparameters under vmap are tracers, so the up-front finiteness check cannot see
+    # them; a NaN member still fails its solve, and throw reports it.
+    bad = _nonfinite_problem()
+    grads = jax.vmap(lambda a: hg.hypergradient(bad, {"alpha": a}, throw=True).grad)
+    with pytest.raises(Exception, match="nonfinite"):
+        jax.block_until_ready(grads(jnp.array([0.5, 0.6])))
+
+
+def test_hypergradient_under_jit_and_vmap_matches_closed_form(ridge):
+    alphas = jnp.array([0.2, 0.5, 3.0])
+    exact = np.array(
+        [float(problems.ridge_hypergradient(ridge, {"alpha": a})["alpha"]) for a in alphas]
+    )
+    for method in (hg.Implicit(hg.CG(tol=1e-12)), hg.Unrolled()):
+
+        def grad(a, method=method):
+            out = hg.hypergradient(ridge, {"alpha": a}, solver=Newton(max_steps=1), method=method)
+            return out.value, out.grad["alpha"]
+
+        values, batched = jax.jit(jax.vmap(grad))(alphas)
+        single = jax.jit(grad)(alphas[1])[1]
+        # Newton's one step is the closed form and CG runs to 1e-12: agreement to 1e-9
+        # relative leaves room for the condition number (< 30).
+        np.testing.assert_allclose(batched, exact, rtol=1e-9)
+        np.testing.assert_allclose(single, exact[1], rtol=1e-9)
+        assert values.shape == (3,)

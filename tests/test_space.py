@@ -1,6 +1,5 @@
 """Search spaces: transforms round-trip, samples are valid members, bad spaces are refused."""
 
-import doctest
 import math
 
 import jax
@@ -11,7 +10,6 @@ import scipy.stats
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hypergrad import space as sp
 from hypergrad.space import (
     Batch,
     Categorical,
@@ -347,8 +345,3 @@ def test_empty_real_bounds_are_refused(low, gap, log):
 def test_log_int_through_zero_is_refused(low, high):
     with pytest.raises(InvalidSpaceError, match=r"'depth': log=True needs low > 0"):
         Space({"depth": Int(low, high, log=True)})
-
-
-def test_docstring_examples():
-    for module in (sp._dims, sp._space):
-        assert doctest.testmod(module).failed == 0
