@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# A benchmark run in a subprocess (tens of seconds on two cores): run by .ci/run's second
+# pytest call (-m slow), not by the README's test command.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+# A benchmark run in a subprocess (tens of seconds on two cores): run by .ci/run's second
+# pytest call (-m slow), not by the README's test command.
+pytestmark = pytest.mark.slow
 
 
 def test_tuning_benchmark_quick_writes_its_cases(tmp_path):
