@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from .._bilevel import BilevelProblem
+from ..methods._linear import dtype_tol
 from ..solvers import LBFGS, Newton
 
 
@@ -91,7 +92,9 @@ def ridge(X_train, y_train, X_val, y_val, X_test=None, y_test=None, *, alpha=1.0
         val=val,
         test=test,
         hparams=hparams,
-        solver=Newton(max_steps=1),
+        # One Newton step is exact; its gradient is zero up to rounding, so the
+        # tolerance follows the dtype (1e-10 in float64, 1000 ulps in float32).
+        solver=Newton(max_steps=1, tol=dtype_tol(1e-10, train[0].dtype)),
         name="ridge",
     )
 
@@ -178,6 +181,7 @@ def logistic(
         val=val,
         test=test,
         hparams=hparams,
-        solver=LBFGS(max_steps=500, tol=1e-9),
+        # 1e-9 in float64; float32 cannot reach it (1000 ulps, see dtype_tol).
+        solver=LBFGS(max_steps=500, tol=dtype_tol(1e-9, dtype)),
         name="logistic_per_feature" if per_feature else "logistic",
     )
