@@ -27,6 +27,7 @@ Cases (definitions are repeated in the results file):
 
 import dataclasses
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -133,6 +134,8 @@ def _population_case(n, n_val, p, K, reps, solver, loop_solver=None):
     goal = "<= 0.25"
     if label == "default":
         goal = "<= 1.0" if where == "breast_cancer" else "<= 0.3"
+        if jax.default_backend() != "cpu":  # on an accelerator: at least 30x
+            goal = "<= 0.0333"
     return case(
         f"population/{where}_n{n}_p{p}/{label}",
         ours,
@@ -514,9 +517,30 @@ def _mixed_cases(cfg):
     ]
 
 
+SECTIONS = ("population", "many_hparams", "mixed")
+
+
+def _sections() -> set[str]:
+    """The sections to run: all, or those named (comma-separated) in the environment
+    variable HYPERGRAD_TUNING_SECTIONS (`benchmarks/device.sh` runs the population alone
+    on an accelerator). The population section always runs."""
+    named = os.environ.get("HYPERGRAD_TUNING_SECTIONS", "").strip()
+    if not named:
+        return set(SECTIONS)
+    chosen = {n.strip() for n in named.split(",") if n.strip()}
+    unknown = chosen - set(SECTIONS)
+    if unknown:
+        raise ValueError(
+            f"HYPERGRAD_TUNING_SECTIONS names unknown sections {sorted(unknown)}; "
+            f"known: {list(SECTIONS)}"
+        )
+    return chosen | {"population"}
+
+
 def run(quick: bool = False) -> dict:
     jax.config.update("jax_enable_x64", True)
     cfg = _sizes(quick)
+    sections = _sections()
     # L-BFGS (the problem's default) and dense Newton: under vmap every member runs as
     # many iterations as the slowest, and L-BFGS's line search evaluates both branches of
     # each of its conditionals; Newton has neither cost.
@@ -532,11 +556,14 @@ def run(quick: bool = False) -> dict:
         )
     ]
     _log("population done")
-    cases += _many_cases(cfg)
-    cases += _mixed_cases(cfg)
+    if "many_hparams" in sections:
+        cases += _many_cases(cfg)
+    if "mixed" in sections:
+        cases += _mixed_cases(cfg)
     return {
         "cases": cases,
         "sizes": {k: v for k, v in cfg.items()},
+        "sections": sorted(sections),
         "definitions": {
             "population": "time of K hypergradients as one vmap-ed program / time of a "
             "Python loop over the compiled single hypergradient (same run, alternating)",
@@ -544,5 +571,10 @@ def run(quick: bool = False) -> dict:
             "held-out loss is at most TPE's best after its trials",
             "mixed": "regret = best validation value found - the enumerated optimum",
         },
-        "not_covered": "the population case on a GPU (no accelerator in this run)",
+        "not_covered": (
+            "the population case on a GPU (no accelerator in this run): issue 12's GPU goal "
+            "(K=64 vmap-ed at least 30x faster than the loop) is unmeasured"
+            if jax.default_backend() == "cpu"
+            else "the CPU goals (this run is on an accelerator)"
+        ),
     }

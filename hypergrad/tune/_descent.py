@@ -55,6 +55,7 @@ from ._outer import (
     iterate_outer,
     over_members,
     run_members,
+    shard_members,
     status_counts,
     step_members,
     strong_types,
@@ -542,7 +543,10 @@ def descend(
         tight ones late; see `decades`), data of one compiled program; `None` keeps the
         solver's own tolerance. The best visited point is taken among the steps at the
         last tolerance reached, since a looser solve's value may be optimistic.
-      batch_hparams, batch_problem, pool_seeds: see the module docstring.
+      batch_hparams, batch_problem, pool_seeds: see the module docstring. With
+        `batch_hparams` on several devices, the configurations are split over
+        `jax.devices()` (`shard_members`: a mesh over the population axis) when their
+        number is a multiple of the devices'; the result is the one-device result.
       state: resume from a previous result's `state` instead of `hparams`.
       key: a PRNG key for a stochastic `from_unconstrained` (see the module docstring);
         `None` (default) calls `from_unconstrained(u)`.
@@ -612,6 +616,8 @@ def run_descent(static, problem, hparams, state, key, steps, inner_tol, options,
         patience=jnp.asarray(options["patience"], jnp.int32),
     )
     if state is None:
+        if static.batch_hparams:  # the configurations split over the devices, if several
+            hparams = shard_members(hparams)
         s = _compiled("init", static, problem, hparams, key, settings)
     else:
         s = _compiled("restart", static, problem, state, settings)

@@ -19,6 +19,7 @@ Populations: `run_members` / `step_members` run one strategy for every member of
 population at once (configurations, seeds: leading axes of every leaf of the state, one
 nested `vmap` per axis), one evaluation of all members per step, until every member's
 `terminate` says done; the strategy decides per member, the population stops together.
+`shard_members` splits a population over the devices (`jax.sharding`).
 
 Inner statuses: an evaluation may count its inner solves by `Status` code
 (`Evaluation.inner_status`, `count_statuses`); `status_counts` and `inner_failure_message`
@@ -139,6 +140,29 @@ def strong_types(tree):
 
 
 # -- populations -------------------------------------------------------------------------
+
+
+def shard_members(tree, devices=None):
+    """`tree` (a population: every leaf's leading axis indexes the members) split over
+    `devices` (default `jax.devices()`) along that axis, with `jax.sharding`: a
+    one-axis mesh `("members",)`, each device holding a contiguous block of members.
+    A compiled program fed the result runs each block on its device (XLA's SPMD
+    partitioner; the data the members share is replicated), and a `while_loop` over the
+    population stops when every member on every device is done, so the result equals the
+    one-device result. Unchanged with one device, or when the devices do not divide the
+    members evenly (no padding: uneven blocks would run a padded member's iterations).
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    leaves = jax.tree.leaves(tree)
+    if (
+        len(devices) <= 1
+        or not leaves
+        or any(np.ndim(x) == 0 or np.shape(x)[0] % len(devices) for x in leaves)
+    ):
+        return tree
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("members",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
+    return jax.device_put(tree, sharding)
 
 
 def over_members(fn: Callable, levels) -> Callable:
