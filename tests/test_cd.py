@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hypergrad import problems
+from hypergrad.methods import prox_fixed_point
 from hypergrad.problems import Rows
 from hypergrad.solvers import L1, CoordinateDescent, ElasticNet, Status, least_squares, run
 
@@ -163,3 +164,33 @@ def test_bad_arguments_are_refused():
             {"alpha": 1.0},
             rows,
         )
+
+
+def test_implicit_solve_on_the_working_set_matches_the_full_system(data):
+    """The support-restricted implicit system solved on the solver's working set (what
+    `Implicit` does with `CoordinateDescent`) against the same system solved densely on
+    all coordinates, with a support that fits the working set and one that does not
+    (then conjugate-gradient steps on the full system finish the job)."""
+    from hypergrad import CG, Dense, Implicit
+
+    X, y, s = data
+    rows = _rows(X, y, s)
+    opt = prox_fixed_point(least_squares, L1("alpha"))
+    b = jnp.asarray(np.random.default_rng(5).standard_normal(90))
+    for size, alpha in ((64, 0.05), (16, 0.01)):
+        solver = CoordinateDescent(L1(), tol=1e-24, working_set=size, max_steps=5000)
+        h = {"alpha": jnp.asarray(alpha)}
+        sol = run(solver, least_squares, jnp.zeros(90), h, rows)
+        w = np.asarray(sol.params)
+        S = w != 0
+        # Independent: J = H on the support (H = X^T diag(s) X / W), identity off it.
+        H = (X * s[:, None]).T @ X / s.sum()
+        J = np.where(np.outer(S, S), H, np.diag(np.where(S, 0.0, 1.0)))
+        exact = np.linalg.solve(J, np.asarray(b))
+        for method in (Implicit(Dense(symmetric=True)), Implicit(CG(tol=1e-12))):
+            x = method.linear_solve(
+                opt, sol.params, h, rows, b, transpose=True, solver=solver, state=sol.state
+            )
+            # Both exact up to the conditioning of H_SS (below 1e4 here) times round-off.
+            np.testing.assert_allclose(x, exact, rtol=1e-7, atol=1e-9)
+        assert (np.sum(S) > size) == (size == 16)  # the second support outgrew the set

@@ -124,3 +124,34 @@ def test_elastic_net_logistic_matches_sklearn(classification):
     assert 0 < np.sum(sk.coef_ != 0) < 10
     np.testing.assert_allclose(sol.params["w"], sk.coef_[0], atol=1e-7)
     np.testing.assert_allclose(sol.params["b"], sk.intercept_[0], atol=1e-7)
+
+
+def test_prox_newton_takes_few_steps_and_agrees_with_fista(classification):
+    from hypergrad.solvers import ProxNewton
+
+    X, y = classification
+    pr = problems.sparse_logistic(X[:70], y[:70], X[70:], y[70:], tol=1e-12)
+    assert isinstance(pr.solver, ProxNewton)
+    newton = _solve(pr)
+    fista = FISTA(L1("alpha", leaf="w"), max_steps=100000, tol=1e-12, lipschitz=lipschitz_of)
+    slow = run(fista, pr.inner, pr.init_params, pr.hparams, pr.train)
+    assert int(newton.status) == Status.CONVERGED == int(slow.status)
+    # Quadratic convergence: a handful of steps where FISTA takes hundreds.
+    assert int(newton.stats["num_steps"]) <= 15 < int(slow.stats["num_steps"])
+    np.testing.assert_allclose(newton.params["w"], slow.params["w"], atol=1e-9)
+    np.testing.assert_allclose(newton.params["b"], slow.params["b"], atol=1e-9)
+
+
+def test_newton_line_search_converges_from_a_far_start(classification):
+    from hypergrad.solvers import Newton
+
+    X, y = classification
+    pr = problems.logistic_rows(X[:70], y[:70], X[70:], y[70:], alpha=1e-4, tol=1e-10)
+    far = {"w": jnp.full(X.shape[1], 30.0), "b": jnp.asarray(-30.0)}
+    safe = run(Newton(tol=1e-10, line_search=8), pr.inner, far, pr.hparams, pr.train)
+    ref = run(Newton(tol=1e-10, line_search=8), pr.inner, pr.init_params, pr.hparams, pr.train)
+    assert int(safe.status) == Status.CONVERGED
+    np.testing.assert_allclose(safe.params["w"], ref.params["w"], atol=1e-8)
+    # Independent: scikit-learn's fit of the same objective (C = 1 / (alpha n)).
+    sk = LogisticRegression(C=1 / (1e-4 * 70), tol=1e-12, max_iter=10**5).fit(X[:70], y[:70])
+    np.testing.assert_allclose(safe.params["w"], sk.coef_[0], rtol=1e-5, atol=1e-6)

@@ -103,9 +103,7 @@ def test_elastic_net_hypergradient_matches_finite_differences(data):
 
 def test_weighted_lasso_and_l1_logistic_hypergradients(data):
     X, y = data
-    pr = problems.weighted_lasso(
-        X[:25, :8], y[:25], X[25:, :8], y[25:], alpha=0.05, tol=1e-24
-    )
+    pr = problems.weighted_lasso(X[:25, :8], y[:25], X[25:, :8], y[25:], alpha=0.05, tol=1e-24)
     hg = hypergradient(pr, pr.hparams)
     fd = central_difference(_val(pr), pr.hparams)
     # Off-support penalties have a zero hypergradient (the coordinate stays at 0).

@@ -35,17 +35,18 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import problems
-from ..problems._ridge_path import held_out_mse, loo_mse, ridge_coef, ridge_factors
+from ..problems._ridge_path import RidgeFactors, loo_mse
 from ..solvers import run
 from ..tune import hoag
 
 
-def _pad(X, y):
-    n, p = X.shape
-    Xp = np.zeros((problems.bucket(n), problems.bucket(p)))
-    Xp[:n, :p] = X
-    yp = np.zeros(Xp.shape[0])
-    yp[:n] = y
+def _pad(X, y, axis=0):
+    """`X` padded with zeros to `bucket` sizes on both axes, and `y` to the size of
+    `X`'s `axis` (rows: targets; columns: one value per column)."""
+    Xp = np.zeros(tuple(problems.bucket(d) for d in X.shape))
+    Xp[: X.shape[0], : X.shape[1]] = X
+    yp = np.zeros(Xp.shape[axis])
+    yp[: len(y)] = y
     return Xp, yp
 
 
@@ -117,12 +118,14 @@ class _HyperLinear(BaseEstimator):
             decrease=0.5,
             min_tol=self.tol,
             value_tol=self._value_tol,
-            patience=3,
+            patience=self._patience,
         )
 
-    # The search stops when three steps in a row improve the CV criterion by less than
-    # this (relative): a CV estimate is not more precise than that.
-    _value_tol = 1e-5
+    # The search stops when two steps in a row improve the CV criterion by less than
+    # this (relative). A CV estimate is far less precise than that (its spread over
+    # folds), and scikit-learn's CV estimators choose on a grid of alphas 7% apart.
+    _value_tol = 1e-4
+    _patience = 2
 
     # The inner tolerance HOAG starts from (it decreases to `tol`): the solver's own
     # measure, the relative duality gap for coordinate descent.
@@ -281,7 +284,10 @@ class HyperRidge(_HyperRegressor):
 
     Args:
       cv: None (default) for the leave-one-out error in closed form (`RidgeCV`'s
-        default), or folds as in scikit-learn (one factorization per fold).
+        default), or folds as in scikit-learn (one factorization per fold). The
+        factorizations use the host's LAPACK, as `RidgeCV`; the search over `alpha`
+        is compiled JAX (`hypergrad.problems.ridge_factors` and `loo_mse` are the JAX
+        path for accelerators).
       alpha_bounds: `(lower, upper)` on scikit-learn's scale (`||y - X w||^2 + alpha
         ||w||^2`); default `(1e-6, 1e6)` times the mean eigenvalue of `X^T X`.
       max_iter: the largest number of Newton steps after the scan.
@@ -293,7 +299,7 @@ class HyperRidge(_HyperRegressor):
     points), `n_iter_` (Newton steps), `stop_reason_` ("step" or "max_iter").
     """
 
-    _scan = 24  # log-spaced penalties scanned before the Newton steps
+    _scan = 16  # log-spaced penalties scanned before the Newton steps
 
     def __init__(
         self,
@@ -312,40 +318,29 @@ class HyperRidge(_HyperRegressor):
         X, y = self._validate(X, y)
         bounds = _check_bounds(self.alpha_bounds, "alpha_bounds")
         n, p = X.shape
+        if self.fit_intercept:
+            self._x_mean, self._y_mean = X.mean(0), y.mean()
+        else:
+            self._x_mean, self._y_mean = np.zeros(p), 0.0
+        yc = y - self._y_mean
+        if bounds is None:  # the mean eigenvalue of Xc^T Xc, without forming Xc
+            total = float(np.einsum("ij,ij->", X, X)) - n * float(self._x_mean @ self._x_mean)
+            mean_eig = max(total / max(min(n, p), 1), 1e-12)
+            bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
+        search = (*np.log(bounds), self.tol, self._scan, int(self.max_iter))
         with jax.enable_x64(True):
-            Xc, yc = self._center(X, y)
-            if bounds is None:
-                mean_eig = max(float(np.sum(Xc**2)) / max(min(n, p), 1), 1e-12)
-                bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
-            Xp, yp = _pad(Xc, yc)
-            intercept = bool(self.fit_intercept)
             if self.cv is None:
-                data = (Xp, yp, n, intercept)
-                found, coef, history = _ridge_loo(
-                    *map(jnp.asarray, (Xp, yp)),
-                    n,
-                    intercept,
-                    *np.log(bounds),
-                    self.tol,
-                    self._scan,
-                    int(self.max_iter),
-                )
+                Q, lam, coef_map = _factor(X, self._x_mean)
+                Qp, lamp = _pad_factors(Q, lam)
+                yp = np.zeros(Qp.shape[0])
+                yp[:n] = yc
+                intercept = bool(self.fit_intercept)
+                found, history = _ridge_loo(Qp, lamp, yp, n, intercept, *search)
             else:
-                data = self._ridge_folds(X, y, Xp.shape)
-                found, coef, history = _ridge_kfold(
-                    *data,
-                    jnp.asarray(Xp),
-                    jnp.asarray(yp),
-                    n,
-                    *np.log(bounds),
-                    self.tol,
-                    self._scan,
-                    int(self.max_iter),
-                )
-            del data
+                Q, lam, coef_map = _factor(X, self._x_mean)
+                found, history = _ridge_kfold(*self._ridge_folds(X, y), *search)
             self.alpha_ = float(np.exp(found))
-            w = np.asarray(coef)
-        self._finish(w, p)
+        self._finish(coef_map(self.alpha_, Q, lam, yc), p)
         alphas, values, steps = (np.asarray(a) for a in history)
         used = ~np.isnan(values)
         self.history_ = [
@@ -357,21 +352,78 @@ class HyperRidge(_HyperRegressor):
         self.stop_reason_ = "step" if self.n_iter_ < int(self.max_iter) else "max_iter"
         return self
 
-    def _ridge_folds(self, X, y, shape):
-        """Per fold: the training rows centered by their means (zero rows elsewhere) and
-        the validation rows, padded to one shape, stacked."""
+    def _ridge_folds(self, X, y):
+        """Per fold, what the held-out error along the path needs: `B = X_val V` (the
+        validation rows in the fold's right singular vectors), `lam`, `Q^T y`, the
+        validation targets and row weights, padded to one shape and stacked. Rows are
+        centered by the fold's training means."""
         folds = self._folds(X, y)
-        k = len(folds)
-        Xt, yt = np.zeros((k, *shape)), np.zeros((k, shape[0]))
-        Xv, yv, wv = np.zeros((k, *shape)), np.zeros((k, shape[0])), np.zeros((k, shape[0]))
-        n_train = np.zeros(k)
-        p = X.shape[1]
-        for i, (tr, va) in enumerate(folds):
+        parts = []
+        for tr, va in folds:
             xm, ym = (X[tr].mean(0), y[tr].mean()) if self.fit_intercept else (0.0, 0.0)
-            Xt[i, : len(tr), :p], yt[i, : len(tr)] = X[tr] - xm, y[tr] - ym
-            Xv[i, : len(va), :p], yv[i, : len(va)], wv[i, : len(va)] = X[va] - xm, y[va] - ym, 1
-            n_train[i] = len(tr)
-        return tuple(map(jnp.asarray, (Xt, yt, Xv, yv, wv, n_train)))
+            Q, lam, _ = _factor(X[tr] - xm, np.zeros(X.shape[1]))
+            V = _right_vectors(X[tr] - xm, Q, lam)
+            parts.append(((X[va] - xm) @ V, lam, Q.T @ (y[tr] - ym), y[va] - ym))
+        m = problems.bucket(max(len(va) for _, va in folds))
+        r = problems.bucket(max(len(lam) for _, lam, _, _ in parts))
+        k = len(parts)
+        B, L, Qy = np.zeros((k, m, r)), np.zeros((k, r)), np.zeros((k, r))
+        yv, wv = np.zeros((k, m)), np.zeros((k, m))
+        for i, (b, lam, qy, v) in enumerate(parts):
+            B[i, : b.shape[0], : b.shape[1]], L[i, : len(lam)], Qy[i, : len(qy)] = b, lam, qy
+            yv[i, : len(v)], wv[i, : len(v)] = v, 1.0
+        return B, L, Qy, yv, wv
+
+
+def _factor(X, mean):
+    """`(Q, lam, coef)`: `X - mean = Q diag(sqrt(lam)) V^T` with the host's LAPACK (the
+    factorization `RidgeCV` computes, at the same cost), the spectrum's round-off part
+    zeroed, and `coef(alpha, Q, lam, y)` the ridge coefficients at `alpha`. The centered
+    Gram matrix is formed from `X` by rank-one corrections (no centered copy of `X`).
+    The path search then runs in JAX on `Q` and `lam` only
+    (`hypergrad.problems.ridge_factors` is the same factorization in JAX, for
+    accelerators)."""
+    import scipy.linalg
+    from scipy.linalg.blas import dsyrk
+
+    n, p = X.shape
+    X = np.asarray(X, np.float64, order="C")
+    # dsyrk (a symmetric rank-k update) forms one triangle of the Gram matrix: half the
+    # flops of the matrix product RidgeCV uses; eigh reads that triangle only.
+    if n > p:
+        C = dsyrk(1.0, X.T, lower=1)  # X^T X (C-ordered X.T is Fortran-ordered X)
+        C -= n * np.outer(mean, mean)
+        lam, V = scipy.linalg.eigh(C, lower=True, driver="evd", overwrite_a=True)
+        lam = _clean(lam, n, p)
+        scale = np.where(lam > 0, 1 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
+        Q = (X @ V - np.outer(np.ones(n), mean @ V)) * scale
+        return Q, lam, lambda a, Q, lam, y: V @ (np.sqrt(lam) / (lam + a) * (Q.T @ y))
+    xm = X @ mean  # (n,): the rows' products with the mean
+    K = dsyrk(1.0, X, lower=1)  # X X^T
+    K -= xm[:, None]
+    K -= xm[None, :]
+    K += mean @ mean
+    lam, Q = scipy.linalg.eigh(K, lower=True, driver="evd", overwrite_a=True)
+    lam = _clean(lam, n, p)
+
+    def coef(a, Q, lam, y):
+        v = Q @ ((Q.T @ y) / (lam + a))
+        return X.T @ v - mean * np.sum(v)  # (X - 1 mean^T)^T v
+
+    return Q, lam, coef
+
+
+def _clean(lam, n, p):
+    lam = np.maximum(lam, 0.0)
+    return np.where(lam > np.finfo(float).eps * n * p * lam.max(initial=0.0), lam, 0.0)
+
+
+def _right_vectors(X, Q, lam):
+    return (X.T @ Q) * np.where(lam > 0, 1 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
+
+
+def _pad_factors(Q, lam):
+    return _pad(Q, lam, axis=1)
 
 
 def _minimize_log(criterion, lo, hi, tol, scan, max_iter):
@@ -427,24 +479,19 @@ def _minimize_log(criterion, lo, hi, tol, scan, max_iter):
 
 
 @functools.partial(jax.jit, static_argnames=("n", "intercept", "scan", "max_iter"))
-def _ridge_loo(X, y, n, intercept, lo, hi, tol, scan, max_iter):
-    f = ridge_factors(X, y, intercept=intercept, n_rows=n)
-    t, history = _minimize_log(lambda t: loo_mse(f, jnp.exp(t)), lo, hi, tol, scan, max_iter)
-    return t, ridge_coef(f, jnp.exp(t)), history
+def _ridge_loo(Q, lam, y, n, intercept, lo, hi, tol, scan, max_iter):
+    f = RidgeFactors(Q, lam, y, jnp.asarray(float(intercept), Q.dtype), jnp.asarray(n, Q.dtype))
+    return _minimize_log(lambda t: loo_mse(f, jnp.exp(t)), lo, hi, tol, scan, max_iter)
 
 
-@functools.partial(jax.jit, static_argnames=("n", "scan", "max_iter"))
-def _ridge_kfold(Xt, yt, Xv, yv, wv, n_train, X, y, n, lo, hi, tol, scan, max_iter):
-    folds = jax.vmap(lambda a, b, m: ridge_factors(a, b, n_rows=m))(Xt, yt, n_train)
-
+@functools.partial(jax.jit, static_argnames=("scan", "max_iter"))
+def _ridge_kfold(B, lam, qty, yv, wv, lo, hi, tol, scan, max_iter):
     def criterion(t):
-        errors = jax.vmap(lambda f, a, b, w: held_out_mse(f, a, b, jnp.exp(t), w))(
-            folds, Xv, yv, wv
-        )
-        return jnp.mean(errors)
+        shrink = jnp.sqrt(lam) / (lam + jnp.exp(t))  # (k, r)
+        errors = jnp.einsum("kmr,kr->km", B, shrink * qty) - yv
+        return jnp.mean(jnp.sum(wv * errors**2, axis=1) / jnp.sum(wv, axis=1))
 
-    t, history = _minimize_log(criterion, lo, hi, tol, scan, max_iter)
-    return t, ridge_coef(ridge_factors(X, y, n_rows=n), jnp.exp(t)), history
+    return _minimize_log(criterion, lo, hi, tol, scan, max_iter)
 
 
 class HyperLogisticRegression(ClassifierMixin, _HyperLinear):

@@ -144,6 +144,71 @@ def _gap(w, residual, grad, data, a, b):
     return primal, (1.0 - t) ** 2 * fit + jnp.sum(per), floor
 
 
+def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget):
+    """Cyclic coordinate descent on the working set's quadratic, `anderson + 1` epochs at a
+    time with Anderson extrapolation, until the largest violation of the `k` active slots
+    (mask `active`) is at most `tol_in` or `budget` epochs are spent. Returns `(v, epochs)`.
+
+    The block's gradient `g = G (v - v0) + g0` is carried along with `v` and updated by
+    one Gram row per coordinate move, so no epoch needs a product with G."""
+    size, dtype = v0.shape[0], v0.dtype
+    order = jnp.nonzero(active, size=size, fill_value=0)[0]
+    k = jnp.sum(active)
+
+    def update(i, carry):
+        v, g = carry
+        j = order[i]
+        old, t = v[j], table[j]
+        new = _soft(old - g[j] * t[0], t[1]) * t[2]
+        # The old value is read before the write: XLA then updates v in place.
+        return v.at[j].set(new), g + (new - old) * G[j]
+
+    def epoch(carry):
+        return jax.lax.fori_loop(0, k, update, carry)
+
+    def objective(v, g):
+        # Exact for a quadratic: f(v) - f(v0) = (v - v0) . (grad f(v) + grad f(v0)) / 2.
+        return 0.5 * (v - v0) @ (g + g0) + ab @ jnp.abs(v) + 0.5 * bb @ v**2
+
+    K = anderson
+
+    def block(carry):
+        v, g, epochs, _ = carry
+        if K:
+            # K + 1 epochs, keeping each iterate and its gradient (one loop, so the
+            # epoch is compiled once).
+            def snap(e, c):
+                v, g, S, Sg = c
+                v, g = epoch((v, g))
+                return v, g, S.at[e].set(v), Sg.at[e].set(g)
+
+            empty = jnp.zeros((K + 1, size), dtype)
+            v, g, S, Sg = jax.lax.fori_loop(0, K + 1, snap, (v, g, empty, empty))
+            U = S[1:] - S[:-1]  # K differences
+            M = U @ U.T
+            M = M + 1e-12 * jnp.trace(M) * jnp.eye(K, dtype=dtype) / K
+            z = jnp.linalg.solve(M, jnp.ones(K, dtype))
+            coef = z / jnp.sum(z)
+            # Gradients are affine in v: the extrapolated point's is the same combination.
+            v_x, g_x = coef @ S[1:], coef @ Sg[1:]
+            better = jnp.all(jnp.isfinite(v_x)) & (objective(v_x, g_x) < objective(v, g))
+            v, g = jnp.where(better, v_x, v), jnp.where(better, g_x, g)
+            epochs = epochs + K + 1
+        else:
+            v, g = epoch((v, g))
+            epochs = epochs + 1
+        crit = jnp.max(jnp.where(active, _violation(v, g, ab, bb), 0.0))
+        return v, g, epochs, crit
+
+    def cond(carry):
+        return (carry[3] > tol_in) & (carry[2] < budget)
+
+    # No epoch at all when the working set already meets the round's target.
+    crit0 = jnp.max(jnp.where(active, _violation(v0, g0, ab, bb), 0.0))
+    v, _, epochs, _ = jax.lax.while_loop(cond, block, (v0, g0, epochs, crit0))
+    return v, epochs
+
+
 class CoordinateDescent(AbstractSolver):
     """Working-set coordinate descent with Anderson acceleration (see the module docstring).
 
@@ -399,14 +464,10 @@ class CoordinateDescent(AbstractSolver):
         filled = jnp.arange(size) < count
 
         v0 = jnp.where(filled, w[slots], 0.0)
-        # The block's gradient `g = G (v - v0) + grad[slots]` is carried along with `v` and
-        # updated by one Gram row per coordinate move, so no step needs a product with G.
         g0 = jnp.where(filled, inner.grad[slots], 0.0)
         L = jnp.diag(G)
         safe_L = jnp.where(L > 0, L, 1.0)
         ab, bb = a[slots], b[slots]
-        order = jnp.nonzero(active, size=size, fill_value=0)[0]
-        k = jnp.sum(active)
 
         # Per slot: 1 / L, the L1 threshold over L and the ridge shrink, in one table so
         # that a coordinate update reads one row (zero for slots with an empty column).
@@ -419,63 +480,22 @@ class CoordinateDescent(AbstractSolver):
             axis=1,
         )
 
-        def update(i, carry):
-            v, g = carry
-            j = order[i]
-            old, t = v[j], table[j]
-            new = _soft(old - g[j] * t[0], t[1]) * t[2]
-            # The old value is read before the write: XLA then updates v in place.
-            return v.at[j].set(new), g + (new - old) * G[j]
-
-        def epoch(carry):
-            return jax.lax.fori_loop(0, k, update, carry)
-
-        def objective(v, g):
-            # Exact for a quadratic: f(v) - f(v0) = (v - v0) . (grad f(v) + grad f(v0)) / 2.
-            return 0.5 * (v - v0) @ (g + g0) + ab @ jnp.abs(v) + 0.5 * bb @ v**2
-
-        K = self.anderson
-
-        def block(carry):
-            v, g, epochs, _ = carry
-            if K:
-                # K + 1 epochs, keeping each iterate and its gradient (one loop, so the
-                # epoch is compiled once).
-                def snap(e, c):
-                    v, g, S, Sg = c
-                    v, g = epoch((v, g))
-                    return v, g, S.at[e].set(v), Sg.at[e].set(g)
-
-                empty = jnp.zeros((K + 1, size), dtype)
-                v, g, S, Sg = jax.lax.fori_loop(0, K + 1, snap, (v, g, empty, empty))
-                U = S[1:] - S[:-1]  # K differences
-                M = U @ U.T
-                M = M + 1e-12 * jnp.trace(M) * jnp.eye(K, dtype=dtype) / K
-                z = jnp.linalg.solve(M, jnp.ones(K, dtype))
-                coef = z / jnp.sum(z)
-                # Gradients are affine in v: the extrapolated point's is the same combination.
-                v_x, g_x = coef @ S[1:], coef @ Sg[1:]
-                better = jnp.all(jnp.isfinite(v_x)) & (objective(v_x, g_x) < objective(v, g))
-                v, g = jnp.where(better, v_x, v), jnp.where(better, g_x, g)
-                epochs = epochs + K + 1
-            else:
-                v, g = epoch((v, g))
-                epochs = epochs + 1
-            crit = jnp.max(jnp.where(active, _violation(v, g, ab, bb), 0.0))
-            return v, g, epochs, crit
-
         # The round's target, and a floor at the violations' round-off (a block cannot
         # get below it, and would otherwise run to max_epochs).
         floor = 16 * jnp.finfo(dtype).eps * (jnp.max(jnp.abs(g0)) + jnp.max(ab, initial=0.0))
-        tol_in = jnp.maximum(self.subproblem_tol * jnp.max(state.grad), floor)
+        # The round ends at the smaller of two targets: a fraction of the largest
+        # violation (a working set that may still grow), and what the run's gap target
+        # asks of the violations (gap <= sum_j |w_j| viol_j on the working set, so
+        # viol <= tol * scale / ||w||_1 meets it): when the working set is right, as in
+        # a warm start, one round solves the problem.
+        tol = self.tol if state.tol is None else state.tol
+        reach = 0.5 * tol * inner.scale / jnp.maximum(jnp.sum(jnp.abs(w)), floor)
+        tol_in = jnp.maximum(jnp.minimum(self.subproblem_tol * jnp.max(state.grad), reach), floor)
         budget = inner.epochs + self.max_epochs
 
-        def cond(carry):
-            return (carry[3] > tol_in) & (carry[2] < budget)
-
-        # No epoch at all when the working set already meets the round's target.
-        crit0 = jnp.max(jnp.where(active, _violation(v0, g0, ab, bb), 0.0))
-        v, _, epochs, _ = jax.lax.while_loop(cond, block, (v0, g0, inner.epochs, crit0))
+        v, epochs = _block_cd(
+            G, table, active, v0, g0, ab, bb, self.anderson, tol_in, inner.epochs, budget
+        )
         w = w.at[jnp.where(filled, slots, p)].set(v, mode="drop")
         residual = inner.residual - (v - v0) @ rows
         grad = -(X.T @ (s * residual)) / W

@@ -129,6 +129,27 @@ def _tree_max_abs(tree):
     return jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def _barzilai_borwein(s_vec, y_vec, eta):
+    """The step `s.s / s.y` from a move `s_vec` and its change of gradient `y_vec`,
+    within a factor 4 of `eta`; `2 eta` where the curvature `s.y` is not positive."""
+    sy = s_vec @ y_vec
+    bb = jnp.clip((s_vec @ s_vec) / jnp.where(sy > 0, sy, 1.0), eta / 4, 4 * eta)
+    return jnp.where(sy > 0, bb, 2 * eta)
+
+
+def _reason(**conditions):
+    """The index in `REASONS` of the first true condition (keyword order is precedence),
+    0 ("running") if none."""
+    names = list(conditions)
+    return jnp.select(
+        [conditions[name] for name in names], [REASONS.index(name) for name in names], 0
+    ).astype(jnp.int32)
+
+
 class HOAG(AbstractOuterSolver):
     """HOAG's safeguarded step, or an optax optimizer's steps (always accepted), with
     the decreasing tolerance schedule and the convergence tests of the module docstring.
@@ -191,6 +212,20 @@ class HOAG(AbstractOuterSolver):
             settings.upper,
         )
 
+    def _accepted(self, state, value, finite, eps):
+        """Whether the point just evaluated becomes the anchor: any finite point for an
+        optax optimizer or the first point; else a value at most `eps` (relative) above
+        the anchor's."""
+        if self.optimizer is not None:
+            return finite
+        # After a rejection, a step within 1% of the anchor is taken whatever its value:
+        # the anchor's value was measured at a looser tolerance and may be optimistic, so
+        # a strict comparison could reject every later step.
+        near = _tree_max_abs(jax.tree.map(jnp.subtract, state.theta, state.anchor_theta)) <= 1e-2
+        slack = eps * jnp.maximum(jnp.abs(state.anchor_value), 1e-12)
+        first = ~jnp.isfinite(state.anchor_value)
+        return finite & (first | (state.retry & near) | (value <= state.anchor_value + slack))
+
     def step(self, state: HoagState, ev: Evaluation) -> HoagState:
         s = state.settings
         eps = self.tolerance(state)
@@ -199,17 +234,7 @@ class HOAG(AbstractOuterSolver):
             jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)])
         )
         has_anchor = jnp.isfinite(state.anchor_value)
-        if self.optimizer is not None:
-            accepted = finite
-        else:
-            # After a rejection, a step within 1% of the anchor is taken whatever its
-            # value: the anchor's value was measured at a looser tolerance and may be
-            # optimistic, so a strict comparison could reject every later step.
-            near = _tree_max_abs(jax.tree.map(jnp.subtract, theta, state.anchor_theta)) <= 1e-2
-            slack = eps * jnp.maximum(jnp.abs(state.anchor_value), 1e-12)
-            accepted = finite & (
-                ~has_anchor | (state.retry & near) | (value <= state.anchor_value + slack)
-            )
+        accepted = self._accepted(state, value, finite, eps)
         better = finite & (value < state.best_value)
         improved = finite & (
             value
@@ -221,15 +246,8 @@ class HOAG(AbstractOuterSolver):
 
         # The step size: Barzilai-Borwein between consecutive accepted points, kept within
         # a factor 4 of the last one; halved after a rejection.
-        flat = lambda t: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
-        s_vec = flat(theta) - flat(state.anchor_theta)
-        y_vec = flat(grad) - flat(state.anchor_grad)
-        sy = s_vec @ y_vec
-        bb = jnp.where(
-            sy > 0,
-            jnp.clip((s_vec @ s_vec) / jnp.where(sy > 0, sy, 1.0), state.eta / 4, 4 * state.eta),
-            2 * state.eta,
-        )
+        s_vec = _flat(theta) - _flat(state.anchor_theta)
+        bb = _barzilai_borwein(s_vec, _flat(grad) - _flat(state.anchor_grad), state.eta)
         eta = jnp.where(accepted, jnp.where(has_anchor, bb, state.eta), 0.5 * state.eta)
         step_moved = jnp.where(accepted & has_anchor, jnp.max(jnp.abs(s_vec)), state.step_moved)
         value_moved = jnp.where(
@@ -258,38 +276,26 @@ class HOAG(AbstractOuterSolver):
         )
 
         k = state.k
-        hist = state.history
-        history = {
-            "theta": jax.tree.map(lambda h, t: h.at[k].set(t), hist["theta"], theta),
-            "value": hist["value"].at[k].set(value),
-            "accepted": hist["accepted"].at[k].set(accepted),
-            "tol": hist["tol"].at[k].set(eps),
-            "inner_steps": hist["inner_steps"].at[k].set(ev.inner_steps),
-            "inner_failures": hist["inner_failures"].at[k].set(ev.inner_failures),
+        entry = {
+            "theta": theta,
+            "value": value,
+            "accepted": accepted,
+            "tol": eps,
+            "inner_steps": ev.inner_steps,
+            "inner_failures": ev.inner_failures,
         }
+        history = jax.tree.map(lambda h, e: h.at[k].set(e), state.history, entry)
         # Why to stop (checked by terminate): in order of precedence.
         grad_small = (g_inf <= s.grad_tol * grad0) & (eps <= s.grad_tol)
         step_small = (step_moved <= s.step_tol) & (value_moved <= s.value_tol)
         stuck = ~has_anchor & ~accepted  # not finite at the start: nothing to step from
-        reason = jnp.select(
-            [
-                stuck,
-                g_inf == 0,
-                grad_small,
-                step_small & accepted,
-                stall >= s.patience,
-                k + 1 >= self.max_steps,
-            ],
-            [
-                REASONS.index("nonfinite"),
-                REASONS.index("gradient"),
-                REASONS.index("gradient"),
-                REASONS.index("step"),
-                REASONS.index("stall"),
-                REASONS.index("max_iter"),
-            ],
-            0,
-        ).astype(jnp.int32)
+        reason = _reason(
+            nonfinite=stuck,
+            gradient=(g_inf == 0) | grad_small,
+            step=step_small & accepted,
+            stall=stall >= s.patience,
+            max_iter=k + 1 >= self.max_steps,
+        )
         return state._replace(
             theta=nxt,
             warm=keep(ev.warm, state.warm),
@@ -405,6 +411,30 @@ def _check_positive_numbers(**values):
             raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
 
 
+def _check_arguments(hparams, lower, upper, max_iter, patience, **numbers):
+    """`hoag`'s arguments checked before any work: the starting point `h0` (NumPy) and
+    the bounds on `log h` by name; `numbers` must be positive (`decrease` in (0, 1])."""
+    decrease = numbers["decrease"]
+    if not isinstance(hparams, dict):
+        raise TypeError(f"hparams must be a dict of positive penalties, got hparams={hparams!r}")
+    h0 = {k: np.asarray(v, dtype=np.float64) for k, v in hparams.items()}
+    for k, v in h0.items():
+        if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+            raise ValueError(f"hparams[{k!r}] must be positive and finite, got {v!r}")
+    for name, value in (("max_iter", max_iter), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
+    _check_positive_numbers(**{k: v for k, v in numbers.items() if k != "decrease"})
+    if not 0 < decrease <= 1:
+        raise ValueError(f"decrease must be in (0, 1], got decrease={decrease!r}")
+    lo = _check_bounds("lower", lower, h0, 1e-12)
+    hi = _check_bounds("upper", upper, h0, np.inf)  # log(inf) = inf: no upper bound
+    if any(np.any(lo[k] >= hi[k]) for k in lo):
+        raise ValueError(f"lower must be below upper, got lower={lower!r}, upper={upper!r}")
+
+    return h0, lo, hi
+
+
 def hoag(
     problem: BilevelProblem,
     hparams: dict | None = None,
@@ -471,44 +501,24 @@ def hoag(
         hparams = problem.hparams
         if stacked:  # the folds share their starting point: take the first's
             hparams = jax.tree.map(lambda x: x[0], hparams)
-    if not isinstance(hparams, dict):
-        raise TypeError(f"hparams must be a dict of positive penalties, got hparams={hparams!r}")
-    h0 = {k: np.asarray(v, dtype=np.float64) for k, v in hparams.items()}
-    for k, v in h0.items():
-        if not (np.all(np.isfinite(v)) and np.all(v > 0)):
-            raise ValueError(f"hparams[{k!r}] must be positive and finite, got {v!r}")
-    for name, value in (("max_iter", max_iter), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
-    _check_positive_numbers(
+    numbers = dict(
         tol=tol,
+        decrease=decrease,
         min_tol=min_tol,
         max_move=max_move,
         grad_tol=grad_tol,
         step_tol=step_tol,
         value_tol=value_tol,
     )
-    if not 0 < decrease <= 1:
-        raise ValueError(f"decrease must be in (0, 1], got decrease={decrease!r}")
-    lo = _check_bounds("lower", lower, h0, 1e-12)
-    hi = _check_bounds("upper", upper, h0, np.inf)  # log(inf) = inf: no upper bound
-    if any(np.any(lo[k] >= hi[k]) for k in lo):
-        raise ValueError(f"lower must be below upper, got lower={lower!r}, upper={upper!r}")
-
+    h0, lo, hi = _check_arguments(hparams, lower, upper, max_iter, patience, **numbers)
     dtype = jax.tree.leaves(problem.train)[0].dtype
     arr = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     theta = {k: arr(np.clip(np.log(v), lo[k], hi[k])) for k, v in h0.items()}
     settings = HoagSettings(
-        lower={k: arr(v) for k, v in lo.items()},
-        upper={k: arr(v) for k, v in hi.items()},
-        tol=arr(tol),
-        decrease=arr(decrease),
-        min_tol=arr(min_tol),
-        max_move=arr(max_move),
-        grad_tol=arr(grad_tol),
-        step_tol=arr(step_tol),
-        value_tol=arr(value_tol),
+        lower=jax.tree.map(arr, lo),
+        upper=jax.tree.map(arr, hi),
         patience=jnp.asarray(patience, jnp.int32),
+        **{name: arr(value) for name, value in numbers.items()},
     )
     static = dict(method=method, max_steps=max_iter, optimizer=optimizer, stacked=stacked)
     state = _start(problem, theta, settings, **static)
