@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
+from .._contracts import check_float_hparams, check_problem_call, check_solver_carries_penalty
 from .._types import Array, HParams, Params
 from ..solvers import AbstractSolver, Solution, check_status
 from ..solvers._base import run
@@ -100,6 +101,7 @@ def solve(
     """
     method = Implicit() if method is None else method
     optimality = stationarity(fun) if optimality is None else optimality
+    hparams = check_float_hparams(hparams)
     _check_inputs(fun, init_params, hparams, args, solver, method, optimality)
     sol = method.solve(solver, fun, init_params, hparams, args, optimality)
     return check_status(sol, "solve") if throw else sol
@@ -119,6 +121,7 @@ def _problem_parts(problem, solver):
     solver = problem.solver if solver is None else solver
     if solver is None:
         raise ValueError("solver is None and the problem has no default solver; pass solver=")
+    check_solver_carries_penalty(problem, solver)
     optimality = stationarity(problem.inner) if problem.optimality is None else problem.optimality
     return solver, optimality
 
@@ -142,6 +145,7 @@ def outer_loss(
         raise ValueError(f"split must be 'val' or 'test', got split={split!r}")
     solver, optimality = _problem_parts(problem, solver)
     method = problem_method(problem, method)
+    hparams = check_problem_call(problem, hparams, init_params)
     init = problem.init_params if init_params is None else init_params
     sol = solve(
         problem.inner,
@@ -210,9 +214,11 @@ def hypergradient(
     """
     solver, optimality = _problem_parts(problem, solver)
     method = problem_method(problem, method)
-    init = problem.init_params if init_params is None else init_params
     if not isinstance(method, Implicit) and init_adjoint is not None:
         raise ValueError(f"init_adjoint only applies to Implicit methods, got method={method!r}")
+    # The contract (keys, dtypes, warm-start shapes, data, domains) before any tracing.
+    hparams = check_problem_call(problem, hparams, init_params, init_adjoint)
+    init = problem.init_params if init_params is None else init_params
     dynamic = (problem, hparams, init, init_adjoint, init_state, tol)
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(dynamic)):
         return _hypergradient(*dynamic, solver=solver, method=method, throw=throw)

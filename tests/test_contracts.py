@@ -1,0 +1,156 @@
+"""Input contracts of the entry points (issue 13, parts 1 and 2): bad hyperparameter keys,
+integer dtypes, warm starts of the wrong shape, empty data, values outside a problem's
+documented domain, and a solver without the problem's penalty are refused before any
+solve, by an error that names the argument and the value."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hypergrad as hg
+from hypergrad import problems
+from hypergrad.solvers import FISTA, L1, LBFGS, Newton
+
+from ._problems import logistic_problem, ridge_problem
+
+
+@pytest.fixture(scope="module")
+def ridge():
+    return ridge_problem()
+
+
+@pytest.fixture(scope="module")
+def regression():
+    X, y = problems.synthetic_regression(60, 8, noise=0.5, seed=1)
+    return X[:40], y[:40], X[40:], y[40:]
+
+
+@pytest.mark.parametrize(
+    "hparams, pattern",
+    [
+        ({"alpah": 0.5}, r"unknown key 'alpah' \(did you mean 'alpha'\?\); missing key 'alpha'"),
+        ({"alpha": 0.5, "beta": 1.0}, r"unknown key 'beta'.*keys \['alpha'\]"),
+        ({}, r"missing key 'alpha'"),
+    ],
+)
+def test_wrong_keys_are_named(ridge, hparams, pattern):
+    with pytest.raises(ValueError, match=r"hparams has the wrong keys: " + pattern):
+        hg.hypergradient(ridge, hparams)
+    with pytest.raises(ValueError, match=pattern):
+        hg.outer_loss(ridge, hparams)
+
+
+def test_misspelled_key_of_two_gets_the_closest(regression):
+    pb = problems.elastic_net(*regression, alpha1=0.01, alpha2=0.1)
+    with pytest.raises(ValueError, match=r"unknown key 'alpha_2' \(did you mean 'alpha2'\?\)"):
+        hg.hypergradient(pb, {"alpha1": 0.01, "alpha_2": 0.1})
+
+
+def test_wrong_keys_under_jit(ridge):
+    # Keys are structure, known while tracing: the same error inside a jitted caller.
+    f = jax.jit(lambda h: hg.hypergradient(ridge, h).grad)
+    with pytest.raises(ValueError, match=r"unknown key 'alpah' \(did you mean 'alpha'\?\)"):
+        f({"alpah": jnp.asarray(0.5)})
+
+
+def test_integer_hparams_are_converted(ridge):
+    ref = hg.hypergradient(ridge, {"alpha": 2.0})
+    for value in (2, np.int32(2), jnp.asarray(2)):
+        out = hg.hypergradient(ridge, {"alpha": value})
+        assert out.grad["alpha"].dtype == ridge.hparams["alpha"].dtype
+        np.testing.assert_allclose(out.grad["alpha"], ref.grad["alpha"], rtol=1e-12)
+    sol_int = hg.solve(ridge.inner, ridge.init_params, {"alpha": 2}, ridge.train, solver=Newton())
+    sol = hg.solve(ridge.inner, ridge.init_params, {"alpha": 2.0}, ridge.train, solver=Newton())
+    np.testing.assert_allclose(sol_int.params, sol.params, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", ["0.5", None, object()])
+def test_non_numbers_are_refused_by_name(ridge, bad):
+    with pytest.raises((TypeError, ValueError), match=r"hparams\['alpha'\]|missing key 'alpha'"):
+        hg.hypergradient(ridge, {"alpha": bad})
+
+
+def test_warm_starts_of_the_wrong_shape(ridge):
+    with pytest.raises(ValueError, match=r"init_params must have the shape.*\(5,\).*\(7,\)"):
+        hg.hypergradient(ridge, ridge.hparams, init_params=jnp.zeros(7))
+    with pytest.raises(ValueError, match=r"init_adjoint must have the shape.*\(5,\).*\(3,\)"):
+        hg.hypergradient(ridge, ridge.hparams, init_adjoint=jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"init_adjoint must have the structure"):
+        hg.hypergradient(ridge, ridge.hparams, init_adjoint={"w": jnp.zeros(5)})
+
+
+def test_empty_training_or_validation_data(regression):
+    X, y, Xv, yv = regression
+    with pytest.raises(ValueError, match=r"problem.train has no rows"):
+        hg.hypergradient(problems.ridge(X[:0], y[:0], Xv, yv), {"alpha": 0.5})
+    with pytest.raises(ValueError, match=r"problem.val has no rows"):
+        hg.hypergradient(problems.ridge(X, y, Xv[:0], yv[:0]), {"alpha": 0.5})
+    # Rows with weights: a fold whose validation rows all have weight 0 is empty too.
+    pb = problems.lasso(X, y, X, y, alpha=0.1, weights=(np.ones(40), np.zeros(40)))
+    with pytest.raises(ValueError, match=r"problem.val has no rows"):
+        hg.hypergradient(pb, pb.hparams)
+
+
+def test_negative_penalties_are_refused(regression):
+    X, y, Xv, yv = regression
+    ridge = problems.ridge(X, y, Xv, yv)
+    lasso = problems.lasso(X, y, Xv, yv)
+    logistic = logistic_problem()
+    enet = problems.elastic_net(X, y, Xv, yv, alpha1=0.01, alpha2=0.1)
+    for pb, h, key, text in (
+        (ridge, {"alpha": -1.0}, "alpha", "-1.0"),
+        (lasso, {"alpha": -0.1}, "alpha", "-0.1"),
+        (logistic, {"alpha": -0.5}, "alpha", "-0.5"),
+        (enet, {"alpha1": 0.01, "alpha2": -0.1}, "alpha2", "-0.1"),
+    ):
+        pattern = rf"hparams\['{key}'\] must be non-negative.*{pb.name}.*={text}"
+        with pytest.raises(ValueError, match=pattern):
+            hg.hypergradient(pb, h)
+    # Per-feature penalties: one negative entry is enough.
+    pf = ridge_problem(per_feature=True)
+    with pytest.raises(ValueError, match=r"hparams\['alpha'\] must be non-negative"):
+        hg.hypergradient(pf, {"alpha": jnp.asarray([0.5, 0.5, -0.5, 0.5, 0.5])})
+    # The boundary of the domain is in it.
+    assert np.isfinite(hg.hypergradient(ridge, {"alpha": 0.0}).value)
+
+
+def test_domains_cover_every_ready_problem_key(regression):
+    # The table of domains names exactly the hyperparameters each ready problem has.
+    from hypergrad._contracts import DOMAINS
+
+    X, y, Xv, yv = regression
+    s = (y > np.median(y)).astype(float)
+    ready = [
+        problems.ridge(X, y, Xv, yv),
+        problems.lasso(X, y, Xv, yv),
+        problems.weighted_lasso(X, y, Xv, yv),
+        problems.elastic_net(X, y, Xv, yv, alpha1=0.01, alpha2=0.1),
+        problems.sparse_logistic(X, s, Xv, (yv > np.median(y)).astype(float)),
+        logistic_problem(),
+        logistic_problem(per_feature=True),
+    ]
+    for pb in ready:
+        assert set(DOMAINS[pb.name]) == set(pb.hparams), pb.name
+
+
+def test_a_solver_without_the_penalty_is_refused(regression):
+    lasso = problems.lasso(*regression, alpha=0.05)
+    with pytest.raises(ValueError, match=r"solver=LBFGS.*does not carry problem 'lasso'.*L1"):
+        hg.hypergradient(lasso, lasso.hparams, solver=LBFGS())
+    with pytest.raises(ValueError, match=r"does not carry problem 'lasso'"):
+        hg.outer_loss(lasso, lasso.hparams, solver=LBFGS(), method=hg.Unrolled())
+    # One penalty of two is not the problem's penalty either.
+    enet = problems.elastic_net(*regression, alpha1=0.01, alpha2=0.1)
+    with pytest.raises(ValueError, match=r"does not carry problem 'elastic_net'.*ElasticNet"):
+        hg.hypergradient(enet, enet.hparams, solver=FISTA(L1("alpha1"), max_steps=10))
+
+
+def test_documented_solver_swap_gives_the_same_hypergradient(regression):
+    # The documented way to swap the solver: a proximal solver holding the problem's prox.
+    lasso = problems.lasso(*regression, alpha=0.05)
+    ref = hg.hypergradient(lasso, lasso.hparams, throw=True)
+    swapped = FISTA(lasso.solver.prox, max_steps=20000, tol=1e-12)
+    out = hg.hypergradient(lasso, lasso.hparams, solver=swapped, throw=True)
+    np.testing.assert_allclose(out.grad["alpha"], ref.grad["alpha"], rtol=1e-5)
+    np.testing.assert_allclose(out.value, ref.value, rtol=1e-8)
