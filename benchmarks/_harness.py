@@ -34,6 +34,7 @@ REGISTRY: dict[str, str] = {
     "estimators": "benchmarks.estimators",
     "hypergradient_cost": "benchmarks.hypergradient_cost",
     "regularization": "benchmarks.regularization",
+    "startup": "benchmarks.startup",
     "tuning": "benchmarks.tuning",
 }
 
