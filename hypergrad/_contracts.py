@@ -5,7 +5,9 @@ returns `hparams` with integer leaves converted to the problem's float dtype, or
 an error that names the argument, the value and (for a key) the closest valid key.
 `check_solver_carries_penalty(problem, solver)` refuses a replacement solver that drops
 the problem's non-smooth term. `check_float_hparams(hparams)` converts integer leaves of
-`solve`'s hyperparameters.
+`solve`'s hyperparameters. `check_implicit_tolerance(solver, implicit, tol, throw)` warns
+(or with `throw=True` raises) when `Implicit` would differentiate a run without a
+tolerance, whose result is not known to be stationary.
 
 Invariant: every check that needs a value runs only on concrete values (a `jax.core.Tracer`
 is skipped, so the same calls work under `jit`, `grad` and `vmap`); structural checks
@@ -17,6 +19,7 @@ learning rate `> 0`. A problem of another name has no domain check.
 """
 
 import difflib
+import warnings
 from collections.abc import Mapping
 
 import jax
@@ -218,3 +221,22 @@ def check_solver_carries_penalty(problem, solver):
             f"with the same prox, e.g. solver=FISTA(problem.solver.prox, ...), got "
             f"solver.prox={theirs!r}"
         )
+
+
+def check_implicit_tolerance(solver, implicit, tol=None, throw=False):
+    """Implicit differentiation needs a stationary inner solution (optimality residual
+    zero); a solver run without a tolerance (`solver.tol is None`: a fixed number of
+    steps, reported converged when its steps are done) gives no such guarantee. The
+    threshold is the solver's own tolerance, so with none there is nothing to check
+    against: a `RuntimeWarning`, or with `throw=True` a `ValueError` before any work."""
+    if not implicit or tol is not None or getattr(solver, "tol", 0.0) is not None:
+        return
+    msg = (
+        f"method=Implicit needs an inner solution whose optimality residual is zero, but "
+        f"solver={solver!r} runs without a tolerance (tol=None), so its result is not known "
+        "to be stationary and the implicit hypergradient may be wrong (even in sign). Give "
+        "the solver a tolerance, or differentiate the fixed-step run with method=Unrolled()"
+    )
+    if throw:
+        raise ValueError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)

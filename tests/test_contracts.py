@@ -1,16 +1,20 @@
-"""Input contracts of the entry points (issue 13, parts 1 and 2): bad hyperparameter keys,
+"""Input contracts of the entry points (issue 13, parts 1 to 3): bad hyperparameter keys,
 integer dtypes, warm starts of the wrong shape, empty data, values outside a problem's
 documented domain, and a solver without the problem's penalty are refused before any
-solve, by an error that names the argument and the value."""
+solve, by an error that names the argument and the value; `Implicit` on a run without a
+tolerance warns, and raises with `throw=True`."""
+
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hypergrad as hg
 from hypergrad import problems
-from hypergrad.solvers import FISTA, L1, LBFGS, Newton
+from hypergrad.solvers import FISTA, L1, LBFGS, Newton, OptaxSolver
 
 from ._problems import logistic_problem, ridge_problem
 
@@ -154,3 +158,22 @@ def test_documented_solver_swap_gives_the_same_hypergradient(regression):
     out = hg.hypergradient(lasso, lasso.hparams, solver=swapped, throw=True)
     np.testing.assert_allclose(out.grad["alpha"], ref.grad["alpha"], rtol=1e-5)
     np.testing.assert_allclose(out.value, ref.value, rtol=1e-8)
+
+
+def test_implicit_on_a_run_without_tolerance_warns_or_raises(ridge):
+    # 20 SGD steps, no tolerance: a fixed-step run, not a stationary point.
+    sgd = OptaxSolver(optax.sgd(0.05), max_steps=20, tol=None)
+    with pytest.warns(RuntimeWarning, match=r"method=Implicit.*tol=None.*Unrolled"):
+        out = hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Implicit())
+    # The run is far from stationary: what the warning is about.
+    residual = jax.grad(ridge.inner)(out.solution.params, ridge.hparams, ridge.train)
+    assert float(jnp.linalg.norm(residual)) > 1e-3
+    with pytest.raises(ValueError, match=r"solver=OptaxSolver.*tol=None"):
+        hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Implicit(), throw=True)
+    with pytest.raises(ValueError, match=r"tol=None"):
+        hg.solve(ridge.inner, ridge.init_params, ridge.hparams, ridge.train, solver=sgd, throw=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Differentiating the fixed-step run itself, or giving the run a tolerance: no warning.
+        hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Unrolled())
+        hg.hypergradient(ridge, ridge.hparams, solver=Newton(), method=hg.Implicit(), throw=True)

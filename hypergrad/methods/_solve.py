@@ -17,7 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
-from .._contracts import check_float_hparams, check_problem_call, check_solver_carries_penalty
+from .._contracts import (
+    check_float_hparams,
+    check_implicit_tolerance,
+    check_problem_call,
+    check_solver_carries_penalty,
+)
 from .._types import Array, HParams, Params
 from ..solvers import AbstractSolver, Solution, check_status
 from ..solvers._base import run
@@ -103,6 +108,7 @@ def solve(
     optimality = stationarity(fun) if optimality is None else optimality
     hparams = check_float_hparams(hparams)
     _check_inputs(fun, init_params, hparams, args, solver, method, optimality)
+    check_implicit_tolerance(solver, isinstance(method, Implicit), throw=throw)
     sol = method.solve(solver, fun, init_params, hparams, args, optimality)
     return check_status(sol, "solve") if throw else sol
 
@@ -218,6 +224,7 @@ def hypergradient(
         raise ValueError(f"init_adjoint only applies to Implicit methods, got method={method!r}")
     # The contract (keys, dtypes, warm-start shapes, data, domains) before any tracing.
     hparams = check_problem_call(problem, hparams, init_params, init_adjoint)
+    check_implicit_tolerance(solver, isinstance(method, Implicit), tol, throw)
     init = problem.init_params if init_params is None else init_params
     dynamic = (problem, hparams, init, init_adjoint, init_state, tol)
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(dynamic)):
