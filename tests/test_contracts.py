@@ -177,3 +177,30 @@ def test_implicit_on_a_run_without_tolerance_warns_or_raises(ridge):
         # Differentiating the fixed-step run itself, or giving the run a tolerance: no warning.
         hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Unrolled())
         hg.hypergradient(ridge, ridge.hparams, solver=Newton(), method=hg.Implicit(), throw=True)
+
+
+def test_tune_names_a_misspelled_key(ridge):
+    from hypergrad.space import Real, Space
+    from hypergrad.tune import tune
+
+    with pytest.raises(ValueError, match=r"without a hyperparameter \['alpah'\]"):
+        tune(ridge, Space({"alpah": Real(1e-4, 1e2, log=True)}), population=2, steps=2)
+
+
+# hoag and descend (hypergrad/tune, another owner's files) check their arguments before
+# calling hypergradient, with messages that do not name the key: strict xfails until they
+# call hypergrad._contracts.check_keys(hparams, problem.hparams) first.
+@pytest.mark.xfail(strict=True, reason="hoag raises KeyError('alpha') before the contract")
+def test_hoag_names_a_misspelled_key(ridge):
+    from hypergrad.tune import hoag
+
+    with pytest.raises(ValueError, match=r"did you mean 'alpha'"):
+        hoag(ridge, {"alpah": 0.5}, max_iter=2)
+
+
+@pytest.mark.xfail(strict=True, reason="descend's structure check runs before the contract")
+def test_descend_names_a_misspelled_key(ridge):
+    from hypergrad.tune import descend
+
+    with pytest.raises(ValueError, match=r"did you mean 'alpha'"):
+        descend(ridge, {"alpah": 0.5}, steps=2)
