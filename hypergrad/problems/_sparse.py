@@ -14,8 +14,11 @@ penalty lives in the problem's `solver` (working-set `CoordinateDescent` for the
 regressions, `FISTA` for the logistic ones, holding an `L1` or `ElasticNet` prox that
 reads the strengths from `hparams`) and in its `optimality` (`prox_fixed_point(inner,
 prox)`, restricted to the support). So `hypergrad.hypergradient(problem, h)` and
-`hypergrad.outer_loss(problem, h, method=Implicit())` work as for smooth problems; a
-solver passed in their place must carry the same prox.
+`hypergrad.outer_loss(problem, h, method=Implicit())` work as for smooth problems. To
+swap the solver, pass one that carries the same prox, e.g.
+`hypergradient(problem, h, solver=FISTA(problem.solver.prox, tol=1e-12))`; a solver
+without it (`LBFGS()`, or one penalty of an elastic net's two) is refused with a
+`ValueError`, since it would minimize the smooth part alone.
 
 Data are `Rows(X, y, weight)`: a weight per row (1 for a row in the split, 0 for a row
 out of it, so that the K folds of a cross-validation have the same shapes and stack
