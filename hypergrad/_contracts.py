@@ -19,6 +19,7 @@ learning rate `> 0`. A problem of another name has no domain check.
 """
 
 import difflib
+import functools
 import warnings
 from collections.abc import Mapping
 
@@ -173,36 +174,46 @@ def check_nonempty(problem):
             )
 
 
-def check_domains(problem, hparams, name="hparams"):
-    """Concrete hyperparameter values must lie in the problem's documented domain."""
+def check_domains(problem, hparams, name="hparams", throw=False):
+    """Hyperparameter values must lie in the problem's documented domain: concrete values
+    are checked now; traced ones (under `jit`, `grad`, `vmap`) only with `throw=True`, by
+    a host callback when the program runs (the error then arrives wrapped in JAX's
+    runtime error, as `check_status`'s does)."""
     for key, (op, bound) in DOMAINS.get(getattr(problem, "name", None), {}).items():
         if not isinstance(hparams, Mapping) or key not in hparams:
             continue
+        check = functools.partial(_check_domain, problem.name, f"{name}[{key!r}]", key, op, bound)
         value = hparams[key]
-        if not _concrete(value):
-            continue
-        arr = np.asarray(value)
-        # Non-finite values are left to the finiteness check, whose message says so.
-        bad = np.isfinite(arr) & (arr < bound if op == ">=" else arr <= bound)
-        if np.any(bad):
-            word = "non-negative" if op == ">=" else "positive"
-            raise ValueError(
-                f"{name}[{key!r}] must be {word} ({key} {op} {bound:g}) for problem "
-                f"{problem.name!r}, got {name}[{key!r}]={value!r}"
-            )
+        if _concrete(value):
+            check(value)
+        elif throw:
+            jax.debug.callback(check, value)
 
 
-def check_problem_call(problem, hparams, init_params=None, init_adjoint=None):
+def _check_domain(problem_name, label, key, op, bound, value):
+    arr = np.asarray(value)
+    # Non-finite values are left to the finiteness check, whose message says so.
+    bad = np.isfinite(arr) & (arr < bound if op == ">=" else arr <= bound)
+    if np.any(bad):
+        word = "non-negative" if op == ">=" else "positive"
+        raise ValueError(
+            f"{label} must be {word} ({key} {op} {bound:g}) for problem "
+            f"{problem_name!r}, got {label}={value!r}"
+        )
+
+
+def check_problem_call(problem, hparams, init_params=None, init_adjoint=None, throw=False):
     """The contract of an entry point that takes a `BilevelProblem`: returns `hparams`
     with integer leaves converted; raises on wrong keys, non-numbers, warm starts of the
     wrong shapes (hyperparameter shapes are checked by `solve`), empty data and concrete
-    values outside the documented domain."""
+    values outside the documented domain (traced values: with `throw=True`, when the
+    program runs)."""
     check_keys(hparams, problem.hparams)
     hparams = _convert_ints(hparams, problem.hparams, "hparams")
     check_shapes_like(init_params, problem.init_params, "init_params", "problem.init_params")
     check_shapes_like(init_adjoint, problem.init_params, "init_adjoint", "problem.init_params")
     check_nonempty(problem)
-    check_domains(problem, hparams)
+    check_domains(problem, hparams, throw=throw)
     return hparams
 
 

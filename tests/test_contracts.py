@@ -119,6 +119,14 @@ def test_negative_penalties_are_refused(regression):
     assert np.isfinite(hg.hypergradient(ridge, {"alpha": 0.0}).value)
 
 
+def test_domain_under_jit_with_throw(ridge):
+    # Traced values are checked when the program runs, with throw=True only.
+    f = jax.jit(lambda h: hg.hypergradient(ridge, h, throw=True).value)
+    assert np.isfinite(f({"alpha": jnp.asarray(0.5)}))
+    with pytest.raises(Exception, match=r"hparams\['alpha'\] must be non-negative.*-1"):
+        jax.block_until_ready(f({"alpha": jnp.asarray(-1.0)}))
+
+
 def test_domains_cover_every_ready_problem_key(regression):
     # The table of domains names exactly the hyperparameters each ready problem has.
     from hypergrad._contracts import DOMAINS

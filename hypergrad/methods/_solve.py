@@ -223,7 +223,8 @@ def hypergradient(
     if not isinstance(method, Implicit) and init_adjoint is not None:
         raise ValueError(f"init_adjoint only applies to Implicit methods, got method={method!r}")
     # The contract (keys, dtypes, warm-start shapes, data, domains) before any tracing.
-    hparams = check_problem_call(problem, hparams, init_params, init_adjoint)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(hparams))
+    hparams = check_problem_call(problem, hparams, init_params, init_adjoint, throw and traced)
     check_implicit_tolerance(solver, isinstance(method, Implicit), tol, throw)
     init = problem.init_params if init_params is None else init_params
     dynamic = (problem, hparams, init, init_adjoint, init_state, tol)
