@@ -27,6 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._base import AbstractSolver, _check_steps, advance, common_state
 from ._newton import Newton
+from ._optax import _check_memory_size
 
 
 class BatchedLBFGS(AbstractSolver):
@@ -35,10 +36,11 @@ class BatchedLBFGS(AbstractSolver):
     Each step evaluates value and gradient at the trial point `x + t d` of the current
     L-BFGS direction `d = -H g` (`optax.scale_by_lbfgs`; steepest descent, scaled like
     L-BFGS's first step, when `d` does not descend) and accepts it when Armijo's rule
-    `f(x + t d) <= f(x) + 1e-4 t g.d` holds (up to `8 eps |f(x)|`, rounding): then `x`, the curvature memory and `d` move
-    and `t` returns to 1. Otherwise `x`, the memory and `d` stay and `t` shrinks to the
-    minimizer of the quadratic through `f(x)`, `g.d` and `f(x + t d)`, kept in
-    `[t/10, t/2]`: a backtracking line search spread over steps, one trial per step.
+    `f(x + t d) <= f(x) + 1e-4 t g.d` holds (up to `8 eps |f(x)|`, rounding): then `x`,
+    the curvature memory and `d` move and `t` returns to 1. Otherwise `x`, the memory and
+    `d` stay and `t` shrinks to the minimizer of the quadratic through `f(x)`, `g.d` and
+    `f(x + t d)`, kept in `[t/10, t/2]`: a backtracking line search spread over steps,
+    one trial per step.
     Every step does the same work whatever happens (selects, no `while_loop` or `cond`),
     so a `vmap`-ed population makes one batched evaluation per step, and a rejected
     trial counts as a step.
@@ -70,8 +72,7 @@ class BatchedLBFGS(AbstractSolver):
         divergence: float = 1e6,
     ):
         _check_steps(max_steps, tol, divergence)
-        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-            raise ValueError(f"memory_size must be a positive int, got memory_size={memory_size!r}")
+        _check_memory_size(memory_size)
         self.max_steps, self.tol, self.divergence = max_steps, tol, divergence
         self.memory_size = memory_size
 
@@ -126,9 +127,15 @@ def population_solver(solver: AbstractSolver, params) -> AbstractSolver:
     control flow and the same tolerance and step budget: dense `Newton` with a batched
     line search when the parameters number at most 64 (a batched Cholesky of a small
     Hessian is cheaper than many first-order steps), `BatchedLBFGS` otherwise. Other
-    solvers (Newton, coordinate descent, fixed-step optax loops) are kept.
+    solvers (Newton, coordinate descent, fixed-step optax loops) are kept, and so is any
+    solver that carries a non-smooth penalty (`solver.prox`: ProxNewton, FISTA): the
+    smooth replacements would drop the penalty.
     """
-    if solver.reverse_differentiable or solver.sequential_batches:
+    if (
+        solver.reverse_differentiable
+        or solver.sequential_batches
+        or getattr(solver, "prox", None) is not None
+    ):
         return solver
     p = ravel_pytree(params)[0].size
     if p <= 64:

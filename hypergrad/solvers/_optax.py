@@ -88,6 +88,11 @@ class OptaxSolver(AbstractSolver):
         return f"OptaxSolver({self.optimizer!r}, max_steps={self.max_steps}, tol={self.tol})"
 
 
+def _check_memory_size(memory_size):
+    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
+        raise ValueError(f"memory_size must be a positive int, got memory_size={memory_size!r}")
+
+
 def _bind(fun, params, hparams, args):
     return fun(params, hparams, args)
 
@@ -111,8 +116,7 @@ class LBFGS(AbstractSolver):
         memory_size: int = 10,
         divergence: float = 1e6,
     ):
-        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-            raise ValueError(f"memory_size must be a positive int, got memory_size={memory_size!r}")
+        _check_memory_size(memory_size)
         self.memory_size = memory_size
         self._loop = OptaxSolver(  # private: equality goes by the public configuration
             optax.lbfgs(memory_size=memory_size),
