@@ -124,12 +124,12 @@ def population_solver(solver: AbstractSolver, params) -> AbstractSolver:
 
     Rule: a solver whose step holds a `while_loop` (not `reverse_differentiable`, such as
     `LBFGS` with optax's zoom line search) is replaced by one with member-independent
-    control flow and the same tolerance and step budget: dense `Newton` with a batched
-    line search when the parameters number at most 64 (a batched Cholesky of a small
-    Hessian is cheaper than many first-order steps), `BatchedLBFGS` otherwise. Other
-    solvers (Newton, coordinate descent, fixed-step optax loops) are kept, and so is any
-    solver that carries a non-smooth penalty (`solver.prox`: ProxNewton, FISTA): the
-    smooth replacements would drop the penalty.
+    control flow and the same tolerance and step budget (at most 50 for Newton): dense
+    `Newton` with a batched line search when the parameters number at most 64 (a batched
+    Cholesky of a small Hessian is cheaper than many first-order steps), `BatchedLBFGS`
+    otherwise. Other solvers (Newton, coordinate descent, fixed-step optax loops) are
+    kept, and so is any solver that carries a non-smooth penalty (`solver.prox`:
+    ProxNewton, FISTA): the smooth replacements would drop the penalty.
     """
     if (
         solver.reverse_differentiable
@@ -139,7 +139,8 @@ def population_solver(solver: AbstractSolver, params) -> AbstractSolver:
         return solver
     p = ravel_pytree(params)[0].size
     if p <= 64:
-        return Newton(max_steps=50, tol=solver.tol, divergence=solver.divergence, line_search=8)
+        steps = min(solver.max_steps, 50)  # a budget below Newton's 50 steps is kept
+        return Newton(max_steps=steps, tol=solver.tol, divergence=solver.divergence, line_search=8)
     return BatchedLBFGS(
         max_steps=solver.max_steps,
         tol=solver.tol,
