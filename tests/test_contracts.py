@@ -195,10 +195,9 @@ def test_tune_names_a_misspelled_key(ridge):
         tune(ridge, Space({"alpah": Real(1e-4, 1e2, log=True)}), population=2, steps=2)
 
 
-# hoag and descend (hypergrad/tune, another owner's files) check their arguments before
-# calling hypergradient, with messages that do not name the key: strict xfails until they
-# call hypergrad._contracts.check_keys(hparams, problem.hparams) first.
-@pytest.mark.xfail(strict=True, reason="hoag raises KeyError('alpha') before the contract")
+# hoag calls hypergrad._contracts.check_keys first; descend checks the tree structure
+# before the contract, with a message that does not name the key (a strict xfail until it
+# calls check_keys first).
 def test_hoag_names_a_misspelled_key(ridge):
     from hypergrad.tune import hoag
 

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
+from .._contracts import check_keys
 from .._types import Array
 from ..methods import hypergradient, problem_method
 from ..methods._base import AbstractMethod
@@ -501,6 +502,8 @@ def hoag(
         hparams = problem.hparams
         if stacked:  # the folds share their starting point: take the first's
             hparams = jax.tree.map(lambda x: x[0], hparams)
+    elif isinstance(hparams, dict):
+        check_keys(hparams, problem.hparams)  # misspelled, missing, extra keys named
     numbers = dict(
         tol=tol,
         decrease=decrease,
