@@ -140,7 +140,10 @@ def population_solver(solver: AbstractSolver, params) -> AbstractSolver:
     p = ravel_pytree(params)[0].size
     if p <= 64:
         steps = min(solver.max_steps, 50)  # a budget below Newton's 50 steps is kept
-        return Newton(max_steps=steps, tol=solver.tol, divergence=solver.divergence, line_search=8)
+        # Two halvings (candidates 1, 1/2, 1/4): each candidate is one more objective
+        # evaluation per step for every member; on breast cancer (K=64) 0, 1, 3 and 8
+        # halvings took the same steps and cost 0.46, 0.65, 0.76 and 1.17 of the loop.
+        return Newton(max_steps=steps, tol=solver.tol, divergence=solver.divergence, line_search=2)
     return BatchedLBFGS(
         max_steps=solver.max_steps,
         tol=solver.tol,
