@@ -177,3 +177,43 @@ def test_bad_input_raises_and_fits_nothing(make, X, y, match):
     with pytest.raises(ValueError, match=match):
         est.fit(X, y)
     assert not hasattr(est, "coef_")
+
+
+def test_validation_gap_compares_the_cv_criterion_with_held_out_loss(diabetes, cancer):
+    from hypergrad.analysis import ValidationOverfitWarning
+
+    X, y = diabetes
+    Xtr, ytr, Xte, yte = X[:350], y[:350], X[350:], y[350:]
+    cv = KFold(5)
+    lasso = HyperLasso(cv=cv).fit(Xtr, ytr)
+    # cv_value_ is the K-fold mean squared error at alpha_ (scikit-learn's folds and fits).
+    ref = -cross_val_score(
+        Lasso(alpha=lasso.alpha_, tol=1e-12, max_iter=100000),
+        Xtr,
+        ytr,
+        cv=cv,
+        scoring="neg_mean_squared_error",
+    ).mean()
+    np.testing.assert_allclose(lasso.cv_value_, ref, rtol=1e-4)
+    gap = lasso.validation_gap(Xte, yte, warn=False)
+    np.testing.assert_allclose(gap.test, np.mean((yte - lasso.predict(Xte)) ** 2), rtol=1e-12)
+    assert gap.val == lasso.cv_value_
+    # Leave-one-out for ridge: RidgeCV's own criterion at the same alpha.
+    ridge = HyperRidge().fit(Xtr, ytr)
+    loo = RidgeCV(alphas=[ridge.alpha_], scoring="neg_mean_squared_error").fit(Xtr, ytr)
+    np.testing.assert_allclose(ridge.cv_value_, -loo.best_score_, rtol=1e-6)
+    # A threshold of zero warns whenever the test loss is above the CV criterion.
+    with pytest.warns(ValidationOverfitWarning) if gap.gap > 0 else warnings.catch_warnings():
+        lasso.validation_gap(Xte, yte, threshold=0.0)
+    # The classifier's measure is the log-loss, labels as given to fit.
+    Xc, yc = cancer
+    labels = np.array(["benign", "malignant"])[yc]
+    clf = HyperLogisticRegression(cv=3).fit(Xc[:400], labels[:400])
+    gap = clf.validation_gap(Xc[400:], labels[400:], warn=False)
+    np.testing.assert_allclose(
+        gap.test,
+        log_loss(labels[400:], clf.predict_proba(Xc[400:]), labels=clf.classes_),
+        rtol=1e-9,
+    )
+    with pytest.raises(ValueError, match="labels the model was not fit on"):
+        clf.validation_gap(Xc[400:410], np.array(["other"] * 10))

@@ -10,7 +10,12 @@ iterative solver at all: one factorization gives the criterion and its exact
 hypergradient for every penalty (`hypergrad.problems.ridge_factors`), leave-one-out by
 default as `RidgeCV`. After `fit`: `alpha_` (or `C_`), `coef_`, `intercept_`, `history_`
 (one entry per criterion evaluation: penalty, criterion, inner iterations, wall time
-where measured), `n_iter_` (outer steps), `n_inner_solves_`, `stop_reason_`.
+where measured), `n_iter_` (outer steps), `n_inner_solves_`, `stop_reason_`, `cv_value_`
+(the cross-validation criterion at the chosen penalty). `validation_gap(X_test, y_test)`
+re-checks that choice on held-out rows (`hypergrad.analysis.validation_gap`: a warning
+when the test loss exceeds the CV criterion by more than `GAP_THRESHOLD`); for nested
+cross-validation, pass the estimator to scikit-learn's `cross_validate`: it tunes inside
+each outer fold.
 
 Penalties are in scikit-learn's scale: `HyperLasso.alpha_` is `Lasso(alpha=...)`'s
 alpha, `HyperElasticNet` has `alpha_` and `l1_ratio_`, `HyperRidge.alpha_` is `Ridge`'s
@@ -157,6 +162,27 @@ class _HyperLinear(BaseEstimator):
         self.history_ = self._history(res, to_sklearn)
         self.n_iter_, self.n_inner_solves_ = len(res.history), res.num_solves
         self.stop_reason_ = res.stop_reason
+        self.cv_value_ = float(res.value)
+
+    def validation_gap(self, X, y, *, threshold=None, warn=True):
+        """The chosen penalty's cross-validation criterion (`cv_value_`) against the
+        fitted model's loss on held-out rows `X, y`, by the same measure (squared error
+        for the regressors, log-loss for the classifier): a
+        `hypergrad.analysis.ValidationGap`, which warns (`ValidationOverfitWarning`) when
+        the relative gap exceeds `threshold` (default `hypergrad.analysis.GAP_THRESHOLD`)
+        and `warn` is true."""
+        from ..analysis import GAP_THRESHOLD, validation_gap
+
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(
+                f"y must have one value per row of X ({X.shape[0]}), got shape {y.shape}"
+            )
+        test = float(np.mean(self._losses(X, y)))
+        limit = GAP_THRESHOLD if threshold is None else threshold
+        return validation_gap(self.cv_value_, test, threshold=limit, warn=warn)
 
     def _validate(self, X, y):
         self._check_common()
@@ -185,6 +211,9 @@ class _HyperRegressor(RegressorMixin, _HyperLinear):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return X @ self.coef_ + self.intercept_
+
+    def _losses(self, X, y):
+        return (np.asarray(y, dtype=np.float64) - self.predict(X)) ** 2
 
 
 class HyperLasso(_HyperRegressor):
@@ -350,6 +379,7 @@ class HyperRidge(_HyperRegressor):
         self.n_iter_ = int(steps)
         self.n_inner_solves_ = 0
         self.stop_reason_ = "step" if self.n_iter_ < int(self.max_iter) else "max_iter"
+        self.cv_value_ = float(np.min(values[used]))
         return self
 
     def _ridge_folds(self, X, y):
@@ -579,6 +609,13 @@ class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
     def predict(self, X):
         positive = self.decision_function(X) > 0
         return self.classes_[positive.astype(int)]
+
+    def _losses(self, X, y):
+        known = np.isin(y, self.classes_)
+        if not np.all(known):
+            raise ValueError(f"y has labels the model was not fit on: {np.unique(y[~known])!r}")
+        p = self.predict_proba(X)[np.arange(len(y)), np.searchsorted(self.classes_, y)]
+        return -np.log(np.clip(p, 1e-300, 1.0))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
