@@ -114,8 +114,10 @@ def test_bad_input_is_refused_before_work():
         descend(pb, steps=0)
     with pytest.raises(ValueError, match="non-empty leading axis"):
         descend(pb, {"alpha": jnp.zeros((0,))}, batch_hparams=True)
-    with pytest.raises(ValueError, match="structure of problem.hparams"):
+    with pytest.raises(ValueError, match="unknown key 'lam'; missing key 'alpha'"):
         descend(pb, {"lam": jnp.asarray(1.0)})
+    with pytest.raises(ValueError, match="structure of problem.hparams"):
+        descend(pb, {"alpha": {"nested": jnp.asarray(1.0)}})
     with pytest.raises(TypeError, match="method must be"):
         descend(pb, method="implicit")
     with pytest.raises(TypeError, match="problem must be a BilevelProblem"):

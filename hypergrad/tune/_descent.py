@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from .._bilevel import BilevelProblem
+from .._contracts import check_keys
 from .._types import Array, HParams, Params
 from ..methods import hypergradient, problem_method
 from ..methods._base import AbstractMethod
@@ -456,6 +457,8 @@ def _check(problem, hparams, steps, optimizer, method, solver):
         raise TypeError(f"method must be a hypergrad method, got method={method!r}")
     if solver is not None and not isinstance(solver, AbstractSolver):
         raise TypeError(f"solver must be an AbstractSolver or None, got solver={solver!r}")
+    if isinstance(hparams, dict) and isinstance(problem.hparams, dict):
+        check_keys(hparams, problem.hparams)  # misspelled, missing, extra keys named
     if jax.tree.structure(hparams) != jax.tree.structure(problem.hparams):
         raise ValueError(
             "hparams must have the structure of problem.hparams "
