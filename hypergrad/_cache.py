@@ -33,9 +33,17 @@ configured JAX's cache (`JAX_COMPILATION_CACHE_DIR`, `jax.config.update(
 "jax_compilation_cache_dir", ...)` before `import hypergrad`, or
 `JAX_ENABLE_COMPILATION_CACHE=false`) keeps their settings: hypergrad then changes
 nothing. A root folder that cannot be created leaves the cache off at import (no error:
-the library works without it); `enable_cache` raises instead. JAX's size limit
-(`jax_compilation_cache_max_size`) is left at its default (no eviction): entries are a
-few kB to a few MB; delete the folder to reclaim the space.
+the library works without it); `enable_cache` raises instead.
+
+Several processes on one folder (test workers, `hypergrad worker`s, a benchmark's
+children). Without a size limit JAX writes and reads entries without a lock, and a
+process can read an entry another is still writing: deserializing the torn program
+crashed a test worker with a segmentation fault. When the `filelock` package is installed
+(the `test` and `postgres` extras bring it), hypergrad sets JAX's size limit
+(`jax_compilation_cache_max_size`, `LOCKED_MAX_SIZE`), which makes JAX take a file lock
+around every read and write (and evict the least recently used entries beyond it);
+without `filelock` the limit stays at JAX's default (none), safe for one process at a
+time. Entries are a few kB to a few MB; delete the folder to reclaim the space.
 
 `enable_cache` and `disable_cache` also set `HYPERGRAD_CACHE_DIR` and `HYPERGRAD_CACHE`
 in `os.environ`, so that subprocesses started afterwards (workers, benchmarks, a test's
@@ -65,6 +73,23 @@ _THRESHOLDS = {
     "jax_persistent_cache_min_compile_time_secs": (1.0, 0.0),
     "jax_persistent_cache_min_entry_size_bytes": (0, -1),
 }
+
+# JAX's cache size limit when `filelock` is importable: with a limit JAX locks the folder
+# around reads and writes (see the module docstring); 8 GiB is far above what a user's
+# programs take (kB to MB each), so eviction is rare.
+LOCKED_MAX_SIZE = 8 * 2**30
+
+
+def _settings() -> dict:
+    """The JAX settings `enable_cache` lowers: name -> (JAX's default, hypergrad's)."""
+    settings = dict(_THRESHOLDS)
+    try:
+        import filelock  # noqa: F401
+    except ImportError:
+        return settings
+    settings["jax_compilation_cache_max_size"] = (-1, LOCKED_MAX_SIZE)
+    return settings
+
 
 logger = logging.getLogger("hypergrad")
 
@@ -157,7 +182,7 @@ def _apply(root: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"cannot write to the compilation cache folder {str(folder)!r}")
-    for name, (default, lowered) in _THRESHOLDS.items():
+    for name, (default, lowered) in _settings().items():
         current = getattr(jax.config, name)
         if current == default:  # a value the user chose is theirs
             _saved.setdefault(name, current)

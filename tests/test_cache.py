@@ -212,3 +212,15 @@ def test_hoag_with_other_numbers_compiles_nothing(logistic):
     with count_compilations() as compiled:
         res = hoag(logistic, {"alpha": 0.5}, max_iter=3, tol=1e-3, lower=1e-4, upper=5.0)
     assert compiled == [] and res.num_solves >= 1
+
+
+def test_a_shared_folder_is_locked_when_filelock_is_installed():
+    # Without a size limit JAX reads and writes entries unlocked, and a worker reading
+    # an entry another was writing crashed; with one it takes a file lock around both.
+    pytest.importorskip("filelock")
+    import jax
+
+    from hypergrad import _cache
+
+    assert jax.config.jax_compilation_cache_dir is not None
+    assert jax.config.jax_compilation_cache_max_size == _cache.LOCKED_MAX_SIZE
