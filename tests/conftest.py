@@ -1,17 +1,19 @@
 """Test configuration: float64 on, a PRNG key fixture, a derandomized Hypothesis profile,
 and one compilation cache for the whole test run.
 
-The cache: unless `HYPERGRAD_CACHE_DIR` is set or `HYPERGRAD_CACHE=0`, compiled programs
-go to pytest's cache folder (`.pytest_cache/d/hypergrad-jax`, emptied by
-`--cache-clear`), set in `os.environ` before any test module imports hypergrad, so that
-xdist workers and every subprocess a test starts share it, and a second run of the
-suite loads what the first compiled.
+The cache: off for the suite (`HYPERGRAD_CACHE=0` set in `os.environ` before any test
+module imports hypergrad, so xdist workers and every subprocess a test starts inherit
+it) unless `HYPERGRAD_CACHE_DIR` is set, which turns it on in that folder for the whole
+run. Tests of the cache itself run in subprocesses with folders of their own. Why off:
+with one cache for the run, an xdist worker died twice in a full run (segmentation fault
+in JAX's `put_executable_and_time` / `get_executable_and_time`, serializing or reading a
+program of `tune`), after other test files in the same worker had switched the cache off
+and on in-process; the tests alone pass. Until that is understood, the suite does not
+depend on it.
 """
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import jax
 import pytest
@@ -32,21 +34,13 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-_OFF = ("0", "false", "off", "no")  # hypergrad._cache's spellings of "off"
-
-
 def pytest_configure(config):
-    switched_off = os.environ.get("HYPERGRAD_CACHE", "").strip().lower() in _OFF
-    if os.environ.get("HYPERGRAD_CACHE_DIR") or switched_off:
+    del config
+    if os.environ.get("HYPERGRAD_CACHE_DIR"):
         return
-    cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
-    if cache is not None:
-        folder = cache.mkdir("hypergrad-jax")
-    else:
-        folder = Path(tempfile.gettempdir()) / f"hypergrad-tests-{os.getuid()}"
-    os.environ["HYPERGRAD_CACHE_DIR"] = str(folder)
+    os.environ["HYPERGRAD_CACHE"] = "0"
     if "hypergrad" in sys.modules:  # imported by a plugin before this hook: switch it
-        sys.modules["hypergrad"].enable_cache(folder)
+        sys.modules["hypergrad"].disable_cache()
 
 
 @pytest.fixture

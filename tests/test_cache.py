@@ -214,13 +214,15 @@ def test_hoag_with_other_numbers_compiles_nothing(logistic):
     assert compiled == [] and res.num_solves >= 1
 
 
-def test_a_shared_folder_is_locked_when_filelock_is_installed():
+def test_a_shared_folder_is_locked_when_filelock_is_installed(tmp_path):
     # Without a size limit JAX reads and writes entries unlocked, and a worker reading
     # an entry another was writing crashed; with one it takes a file lock around both.
     pytest.importorskip("filelock")
-    import jax
-
-    from hypergrad import _cache
-
-    assert jax.config.jax_compilation_cache_dir is not None
-    assert jax.config.jax_compilation_cache_max_size == _cache.LOCKED_MAX_SIZE
+    code = """
+    import json, jax, hypergrad
+    print(json.dumps({"dir": str(hypergrad.cache_dir()),
+                      "max_size": jax.config.jax_compilation_cache_max_size}))
+    """
+    out = _child(code, tmp_path, HYPERGRAD_CACHE_DIR=str(tmp_path / "cache"))
+    assert out["dir"].startswith(str(tmp_path / "cache"))
+    assert out["max_size"] == _cache.LOCKED_MAX_SIZE
