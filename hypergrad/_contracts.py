@@ -53,15 +53,20 @@ def _closest(key, valid):
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def check_keys(given, expected, name="hparams"):
+def check_keys(given, expected, name="hparams", allow_extra=False):
     """Raise `ValueError` naming missing, extra and misspelled keys of a dict `given`
-    against the dict `expected` (nested dicts by their path)."""
+    against the dict `expected` (nested dicts by their path). `allow_extra`: keys beyond
+    `expected` are accepted when none is missing (the hyperparameters of a solver the
+    caller supplies, such as its learning rate); with a key missing they are named as
+    the likely misspellings."""
     if not isinstance(expected, Mapping):
         return
     if not isinstance(given, Mapping):
         raise TypeError(f"{name} must be a dict with keys {sorted(expected)}, got {name}={given!r}")
     missing = [k for k in expected if k not in given]
     extra = [k for k in given if k not in expected]
+    if allow_extra and not missing:
+        extra = []
     if missing or extra:
         parts = []
         for k in extra:
@@ -202,13 +207,16 @@ def _check_domain(problem_name, label, key, op, bound, value):
         )
 
 
-def check_problem_call(problem, hparams, init_params=None, init_adjoint=None, throw=False):
+def check_problem_call(
+    problem, hparams, init_params=None, init_adjoint=None, throw=False, allow_extra=False
+):
     """The contract of an entry point that takes a `BilevelProblem`: returns `hparams`
     with integer leaves converted; raises on wrong keys, non-numbers, warm starts of the
     wrong shapes (hyperparameter shapes are checked by `solve`), empty data and concrete
     values outside the documented domain (traced values: with `throw=True`, when the
-    program runs)."""
-    check_keys(hparams, problem.hparams)
+    program runs). `allow_extra`: the caller supplied its own solver, whose
+    hyperparameters may come as extra keys (see `check_keys`)."""
+    check_keys(hparams, problem.hparams, allow_extra=allow_extra)
     hparams = _convert_ints(hparams, problem.hparams, "hparams")
     check_shapes_like(init_params, problem.init_params, "init_params", "problem.init_params")
     check_shapes_like(init_adjoint, problem.init_params, "init_adjoint", "problem.init_params")

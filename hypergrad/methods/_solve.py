@@ -149,9 +149,10 @@ def outer_loss(
     """
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got split={split!r}")
+    supplied = solver is not None  # its own hyperparameters may come as extra keys
     solver, optimality = _problem_parts(problem, solver)
     method = problem_method(problem, method)
-    hparams = check_problem_call(problem, hparams, init_params)
+    hparams = check_problem_call(problem, hparams, init_params, allow_extra=supplied)
     init = problem.init_params if init_params is None else init_params
     sol = solve(
         problem.inner,
@@ -218,13 +219,16 @@ def hypergradient(
     Reference: Pedregosa, "Hyperparameter optimization with approximate gradient", 2016,
     https://arxiv.org/abs/1602.02355
     """
+    supplied = solver is not None  # its own hyperparameters may come as extra keys
     solver, optimality = _problem_parts(problem, solver)
     method = problem_method(problem, method)
     if not isinstance(method, Implicit) and init_adjoint is not None:
         raise ValueError(f"init_adjoint only applies to Implicit methods, got method={method!r}")
     # The contract (keys, dtypes, warm-start shapes, data, domains) before any tracing.
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(hparams))
-    hparams = check_problem_call(problem, hparams, init_params, init_adjoint, throw and traced)
+    hparams = check_problem_call(
+        problem, hparams, init_params, init_adjoint, throw and traced, allow_extra=supplied
+    )
     check_implicit_tolerance(solver, isinstance(method, Implicit), tol, throw)
     init = problem.init_params if init_params is None else init_params
     dynamic = (problem, hparams, init, init_adjoint, init_state, tol)
