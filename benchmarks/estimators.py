@@ -46,19 +46,14 @@ import warnings
 import numpy as np
 
 from ._harness import case
+from .regularization import ENET_L1_RATIOS, _data
 
-ENET_L1_RATIOS = [0.1, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0]
 ROUNDS = (5, 1)  # full, --quick
 
 
-def _correlated(n, p, seed=0, nonzeros=20):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, p))
-    for j in range(1, p):
-        X[:, j] = 0.5 * X[:, j - 1] + np.sqrt(0.75) * X[:, j]
-    w = np.zeros(p)
-    w[rng.choice(p, nonzeros, replace=False)] = rng.standard_normal(nonzeros)
-    return X, X @ w + rng.standard_normal(n)
+def _correlated(n, p, seed=0):
+    """The regularization benchmark's AR(1) 0.5 design, with 20 true nonzeros."""
+    return _data(n, p, seed=seed, nonzeros=20)
 
 
 def _low_rank(n, p, rank=20, seed=1, nonzeros=20):
