@@ -5,9 +5,9 @@ returns `hparams` with integer leaves converted to the problem's float dtype, or
 an error that names the argument, the value and (for a key) the closest valid key.
 `check_solver_carries_penalty(problem, solver)` refuses a replacement solver that drops
 the problem's non-smooth term. `check_float_hparams(hparams)` converts integer leaves of
-`solve`'s hyperparameters. `check_implicit_tolerance(solver, implicit, tol, throw)` warns
-(or with `throw=True` raises) when `Implicit` would differentiate a run without a
-tolerance, whose result is not known to be stationary.
+`solve`'s hyperparameters. `warn_not_stationary(solution, where)` warns when `Implicit`
+differentiated a fixed-step run far from stationary (status `not_stationary`; with
+`throw=True` the status check raises instead).
 
 Invariant: every check that needs a value runs only on concrete values (a `jax.core.Tracer`
 is skipped, so the same calls work under `jit`, `grad` and `vmap`); structural checks
@@ -242,20 +242,23 @@ def check_solver_carries_penalty(problem, solver):
         )
 
 
-def check_implicit_tolerance(solver, implicit, tol=None, throw=False):
-    """Implicit differentiation needs a stationary inner solution (optimality residual
-    zero); a solver run without a tolerance (`solver.tol is None`: a fixed number of
-    steps, reported converged when its steps are done) gives no such guarantee. The
-    threshold is the solver's own tolerance, so with none there is nothing to check
-    against: a `RuntimeWarning`, or with `throw=True` a `ValueError` before any work."""
-    if not implicit or tol is not None or getattr(solver, "tol", 0.0) is not None:
+def warn_not_stationary(solution, where: str) -> None:
+    """A `RuntimeWarning` when a concrete `solution` has status `not_stationary`:
+    `Implicit` differentiated a fixed-step run (no tolerance) whose optimality residual
+    is above `Implicit.residual_tol`, so the hypergradient may be wrong even in sign.
+    `throw=True` raises instead (through `check_status`); traced statuses only report."""
+    from .solvers import Status
+
+    status = solution.status
+    if isinstance(status, jax.core.Tracer):
         return
-    msg = (
-        f"method=Implicit needs an inner solution whose optimality residual is zero, but "
-        f"solver={solver!r} runs without a tolerance (tol=None), so its result is not known "
-        "to be stationary and the implicit hypergradient may be wrong (even in sign). Give "
-        "the solver a tolerance, or differentiate the fixed-step run with method=Unrolled()"
-    )
-    if throw:
-        raise ValueError(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    status = np.asarray(status)
+    far = status == Status.NOT_STATIONARY
+    if np.any(far):
+        warnings.warn(
+            f"{where}: {Status.MESSAGES[Status.NOT_STATIONARY]} ({int(np.sum(far))} of "
+            f"{status.size} solves; optimality residual "
+            f"{np.max(np.asarray(solution.stats['grad_norm'])[far]):.3g})",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -14,7 +14,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import problems
-from hypergrad.solvers import FISTA, L1, LBFGS, Newton, OptaxSolver
+from hypergrad.solvers import FISTA, L1, LBFGS, Newton, OptaxSolver, Status, check_status
 
 from ._problems import logistic_problem, ridge_problem
 
@@ -168,23 +168,65 @@ def test_documented_solver_swap_gives_the_same_hypergradient(regression):
     np.testing.assert_allclose(out.value, ref.value, rtol=1e-8)
 
 
-def test_implicit_on_a_run_without_tolerance_warns_or_raises(ridge):
+def test_a_run_without_tolerance_is_not_called_converged(ridge):
+    sgd = OptaxSolver(optax.sgd(0.05), max_steps=20, tol=None)
+    sol = hg.solve(
+        ridge.inner, ridge.init_params, ridge.hparams, ridge.train, solver=sgd, method=hg.Unrolled()
+    )
+    assert Status.name(sol.status) == "steps_done"
+    assert int(sol.stats["num_steps"]) == 20
+    # Differentiating the fixed-step run itself is what it is for: no failure, no warning.
+    check_status(sol)
+    # With a tolerance the same solver reports converged (or max_steps), not steps_done.
+    with_tol = OptaxSolver(optax.sgd(0.05), max_steps=20, tol=1e-30)
+    sol = hg.solve(
+        ridge.inner,
+        ridge.init_params,
+        ridge.hparams,
+        ridge.train,
+        solver=with_tol,
+        method=hg.Unrolled(),
+    )
+    assert Status.name(sol.status) == "max_steps"
+
+
+def test_implicit_on_a_run_far_from_stationary_warns_or_raises(ridge):
     # 20 SGD steps, no tolerance: a fixed-step run, not a stationary point.
     sgd = OptaxSolver(optax.sgd(0.05), max_steps=20, tol=None)
-    with pytest.warns(RuntimeWarning, match=r"method=Implicit.*tol=None.*Unrolled"):
+    with pytest.warns(RuntimeWarning, match=r"hypergradient: method=Implicit.*residual_tol"):
         out = hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Implicit())
-    # The run is far from stationary: what the warning is about.
+    assert Status.name(out.solution.status) == "not_stationary"
+    # The threshold, checked against the optimality residual computed here by autodiff.
     residual = jax.grad(ridge.inner)(out.solution.params, ridge.hparams, ridge.train)
-    assert float(jnp.linalg.norm(residual)) > 1e-3
-    with pytest.raises(ValueError, match=r"solver=OptaxSolver.*tol=None"):
+    start = jax.grad(ridge.inner)(ridge.init_params, ridge.hparams, ridge.train)
+    bound = 1e-3 * max(1.0, float(jnp.linalg.norm(start)))
+    assert float(jnp.linalg.norm(residual)) > bound
+    with pytest.raises(RuntimeError, match=r"hypergradient: status 'not_stationary'"):
         hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Implicit(), throw=True)
-    with pytest.raises(ValueError, match=r"tol=None"):
+    with pytest.raises(RuntimeError, match=r"solve: status 'not_stationary'"):
         hg.solve(ridge.inner, ridge.init_params, ridge.hparams, ridge.train, solver=sgd, throw=True)
+    # A looser documented threshold accepts the same run.
+    loose = hg.Implicit(residual_tol=10.0)
+    out = hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=loose, throw=True)
+    assert Status.name(out.solution.status) == "steps_done"
+    # Under jit the status reports it (no host check in the program).
+    f = jax.jit(lambda h: hg.hypergradient(ridge, h, solver=sgd, method=hg.Implicit()))
+    assert Status.name(f(ridge.hparams).solution.status) == "not_stationary"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        # Differentiating the fixed-step run itself, or giving the run a tolerance: no warning.
+        # A fixed-step run that does reach stationarity (Newton on a quadratic: one step).
+        newton = Newton(max_steps=3, tol=None)
+        out = hg.hypergradient(
+            ridge, ridge.hparams, solver=newton, method=hg.Implicit(), throw=True
+        )
+        assert Status.name(out.solution.status) == "steps_done"
         hg.hypergradient(ridge, ridge.hparams, solver=sgd, method=hg.Unrolled())
         hg.hypergradient(ridge, ridge.hparams, solver=Newton(), method=hg.Implicit(), throw=True)
+
+
+def test_implicit_residual_tol_is_checked():
+    with pytest.raises(ValueError, match=r"residual_tol must be a positive number, got -1"):
+        hg.Implicit(residual_tol=-1)
 
 
 def test_tune_names_a_misspelled_key(ridge):

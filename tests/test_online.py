@@ -42,7 +42,9 @@ def test_online_bilevel_moves_the_penalty_to_the_best_one(ridge):
     assert out.history["hparams"]["alpha"].shape == (300,)
     assert float(out.history["hparams"]["alpha"][0]) == pytest.approx(10.0)
     assert out.num_inner_steps == 300 * 5 and np.all(out.history["inner_steps"] == 5)
-    assert out.inner_status == {"converged": 300, "max_steps": 0, "diverged": 0, "nonfinite": 0}
+    # A solver without a tolerance: each iteration's steps are done, not "converged".
+    assert out.inner_status["steps_done"] == 300
+    assert sum(out.inner_status.values()) == 300
     assert out.inner_failures == 0
     # Started at 10; the greedy one-step hypergradient is
     # biased (short horizon), so ask for the right decade, not the optimum itself.

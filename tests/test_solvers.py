@@ -59,11 +59,11 @@ def test_warm_start_from_the_solution_takes_no_steps(ridge):
     assert int(from_warm.stats["num_steps"]) < int(from_cold.stats["num_steps"])
 
 
-def test_fixed_step_budget_reports_converged_after_exactly_max_steps(ridge):
+def test_fixed_step_budget_reports_steps_done_after_exactly_max_steps(ridge):
     solver = OptaxSolver(optax.sgd(0.01), max_steps=7, tol=None)
     sol = run(solver, ridge.inner, ridge.init_params, ridge.hparams, ridge.train)
     assert int(sol.stats["num_steps"]) == 7
-    assert Status.name(sol.status) == "converged"
+    assert Status.name(sol.status) == "steps_done"
 
 
 def test_max_steps_status(ridge):

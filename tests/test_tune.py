@@ -297,7 +297,8 @@ def test_inner_solves_that_hit_max_steps_are_reported_and_raised_with_throw():
     res = tune(pb, space, population=2, steps=4, records=records)
     solves = 2 * 4  # members x outer steps, one seed
     assert res.num_inner_solves == solves
-    assert res.inner_status == {"converged": 0, "max_steps": solves, "diverged": 0, "nonfinite": 0}
+    assert res.inner_status["max_steps"] == solves
+    assert sum(res.inner_status.values()) == solves
     assert res.inner_failures == solves
     for m in res.rounds[0].members:
         assert m.inner_failures == 4

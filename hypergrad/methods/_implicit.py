@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ..solvers import Solution
+from ..solvers import Solution, Status
 from ..solvers._base import run
 from ._base import AbstractMethod, raise_solver_only, solver_only_hparams
 from ._linear import CG, AbstractLinearSolver, refine_cg
@@ -29,6 +29,13 @@ class Implicit(AbstractMethod):
       linear_solver: solves the system with `dF/dparams` (default `CG()`; CG needs a
         symmetric positive definite system, which stationarity of a strongly convex
         objective gives).
+      residual_tol: the stationarity check of a fixed-step run (a solver without a
+        tolerance, status `steps_done`): its solution counts as stationary when the
+        solver's optimality residual (`Solution.stats["grad_norm"]`) is at most
+        `residual_tol * max(1, residual at the start)`; above it the status becomes
+        `not_stationary`, which `throw=True` raises and the outer loops count as a
+        failure (default 1e-3). A run with a tolerance is checked against that
+        tolerance instead (`converged` or `max_steps`).
 
     Derivatives with respect to hyperparameters that enter only the solver (a learning
     rate) and not the optimality condition are refused with an error: implicit
@@ -52,17 +59,36 @@ class Implicit(AbstractMethod):
       https://arxiv.org/abs/2105.15183
     """
 
-    def __init__(self, linear_solver: AbstractLinearSolver | None = None):
+    def __init__(
+        self, linear_solver: AbstractLinearSolver | None = None, residual_tol: float = 1e-3
+    ):
         linear_solver = CG() if linear_solver is None else linear_solver
         if not isinstance(linear_solver, AbstractLinearSolver):
             raise TypeError(
                 "linear_solver must be an AbstractLinearSolver (CG, GMRES, BiCGStab, Neumann, "
                 f"Dense, Identity), got linear_solver={linear_solver!r}"
             )
+        if not (isinstance(residual_tol, (int, float)) and residual_tol > 0):
+            raise ValueError(f"residual_tol must be a positive number, got {residual_tol!r}")
         self.linear_solver = linear_solver
+        self.residual_tol = float(residual_tol)
 
     def __repr__(self):
-        return f"Implicit({self.linear_solver!r})"
+        if self.residual_tol == 1e-3:
+            return f"Implicit({self.linear_solver!r})"
+        return f"Implicit({self.linear_solver!r}, residual_tol={self.residual_tol!r})"
+
+    def check_stationary(self, solution: Solution) -> Solution:
+        """`solution` with status `not_stationary` where a fixed-step run (`steps_done`)
+        ended with an optimality residual above `residual_tol` relative to its start."""
+        state = solution.state
+        start = getattr(state, "grad_norm0", None)
+        if start is None:
+            return solution
+        bound = self.residual_tol * jnp.maximum(1.0, start)
+        far = (solution.status == Status.STEPS_DONE) & ~(state.grad_norm <= bound)
+        status = jnp.where(far, Status.NOT_STATIONARY, solution.status).astype(jnp.int32)
+        return solution._replace(status=status)
 
     def warm_start(self, solver, fun, params, hparams, args):
         # The adjoint from zero; the solver's state, whose working set and caches a later
@@ -178,7 +204,7 @@ class Implicit(AbstractMethod):
 
         @jax.custom_jvp
         def solution(init, h, a):
-            return run(solver, fun, init, h, a)
+            return self.check_stationary(run(solver, fun, init, h, a))
 
         def rule(primals, tangents):
             init, h, a = primals

@@ -19,9 +19,9 @@ import numpy as np
 from .._bilevel import BilevelProblem
 from .._contracts import (
     check_float_hparams,
-    check_implicit_tolerance,
     check_problem_call,
     check_solver_carries_penalty,
+    warn_not_stationary,
 )
 from .._types import Array, HParams, Params
 from ..solvers import AbstractSolver, Solution, check_status
@@ -108,9 +108,11 @@ def solve(
     optimality = stationarity(fun) if optimality is None else optimality
     hparams = check_float_hparams(hparams)
     _check_inputs(fun, init_params, hparams, args, solver, method, optimality)
-    check_implicit_tolerance(solver, isinstance(method, Implicit), throw=throw)
     sol = method.solve(solver, fun, init_params, hparams, args, optimality)
-    return check_status(sol, "solve") if throw else sol
+    if throw:
+        return check_status(sol, "solve")
+    warn_not_stationary(sol, "solve")
+    return sol
 
 
 def problem_method(problem: BilevelProblem, method: AbstractMethod | None) -> AbstractMethod:
@@ -229,7 +231,6 @@ def hypergradient(
     hparams = check_problem_call(
         problem, hparams, init_params, init_adjoint, throw and traced, allow_extra=supplied
     )
-    check_implicit_tolerance(solver, isinstance(method, Implicit), tol, throw)
     init = problem.init_params if init_params is None else init_params
     dynamic = (problem, hparams, init, init_adjoint, init_state, tol)
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(dynamic)):
@@ -244,6 +245,8 @@ def hypergradient(
     out = _hypergradient_jit(*dynamic, solver=solver, method=method, throw=False)
     if throw:
         check_status(out.solution, "hypergradient")
+    else:
+        warn_not_stationary(out.solution, "hypergradient")
     return out
 
 
@@ -276,6 +279,7 @@ def _hypergradient(
     if init_state is not None:
         state = solver.reinit(problem.inner, init, init_state, hparams, problem.train)
     sol = run(solver, problem.inner, init, hparams, problem.train, state=state, tol=tol)
+    sol = method.check_stationary(sol)
     if throw:
         check_status(sol, "hypergradient")
     bad = solver_only_hparams(solver, problem.inner, optimality, sol, hparams, problem.train)

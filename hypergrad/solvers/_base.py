@@ -61,7 +61,8 @@ class AbstractSolver(Configurable, abc.ABC):
     Attributes every solver has:
       max_steps: the largest number of steps.
       tol: stop when the gradient norm is at most `tol`; `None` runs exactly `max_steps`
-        steps and reports `converged` when they are done (a fixed training budget).
+        steps and reports `steps_done` when they are done (a fixed training budget; not a
+        claim of convergence, see `Status.STEPS_DONE`).
       divergence: report `diverged` when the gradient norm exceeds
         `divergence * (1 + grad_norm0)` or the objective exceeds
         `value0 + divergence * (1 + |value0|)`.
@@ -102,7 +103,7 @@ class AbstractSolver(Configurable, abc.ABC):
 
     def _converged(self, state: SolverState) -> Array:
         """Whether `state` meets the tolerance (the run's `state.tol`, else `self.tol`);
-        with no tolerance, a run is converged when its steps are done."""
+        with no tolerance, whether its steps are done (reported as `steps_done`)."""
         tol = self.tol if state.tol is None else state.tol
         if tol is None:
             return state.num_steps >= self.max_steps
@@ -141,10 +142,20 @@ class AbstractSolver(Configurable, abc.ABC):
         )
         out_of_steps = state.num_steps >= self.max_steps
         converged = self._converged(state)
+        # Without a tolerance (static and of this run) the run ends when its steps are
+        # done, which says nothing about stationarity: `steps_done`, not `converged`.
+        fixed = self.tol is None and state.tol is None
         status = jnp.select(
             [~finite, blown, converged, out_of_steps],
-            [Status.NONFINITE, Status.DIVERGED, Status.CONVERGED, Status.MAX_STEPS],
-            Status.CONVERGED,
+            [
+                Status.NONFINITE,
+                Status.DIVERGED,
+                Status.STEPS_DONE if fixed else Status.CONVERGED,
+                Status.MAX_STEPS,
+            ],
+            # Not done yet (a run of fewer steps than the solver's limit, as the online
+            # mode's): for a fixed-step run, the steps it was given are done.
+            Status.STEPS_DONE if fixed else Status.CONVERGED,
         ).astype(jnp.int32)
         done = ~finite | blown | converged | out_of_steps
         return done, status

@@ -21,19 +21,35 @@ class Status:
     MAX_STEPS = 1
     DIVERGED = 2
     NONFINITE = 3
+    STEPS_DONE = 4
+    NOT_STATIONARY = 5
 
-    NAMES = ("converged", "max_steps", "diverged", "nonfinite")
+    NAMES = ("converged", "max_steps", "diverged", "nonfinite", "steps_done", "not_stationary")
     MESSAGES = (
         "converged",
         "the inner solver stopped at max_steps before reaching its tolerance",
         "the inner solve diverged (gradient norm grew past the divergence threshold); "
         "lower the step size or use a line-search solver",
         "the inner solve produced a non-finite value or gradient (NaN or inf)",
+        "the inner solver ran its fixed number of steps (no tolerance); its result is "
+        "not checked for stationarity",
+        "method=Implicit differentiated a fixed-step run whose optimality residual is "
+        "above Implicit's residual_tol (relative to the residual at the start): the "
+        "implicit hypergradient assumes a stationary point and may be wrong, even in "
+        "sign. Give the solver a tolerance, more steps, or use method=Unrolled()",
     )
+    # A solve that ends in one of these is usable: `check_status` passes it and the
+    # outer loops do not count it as a failure.
+    OK = (CONVERGED, STEPS_DONE)
 
     @classmethod
     def name(cls, code) -> str:
         return cls.NAMES[int(code)]
+
+    @classmethod
+    def ok(cls, status):
+        """Whether `status` (an array of codes, traced or not) is one of `Status.OK`."""
+        return (status == cls.CONVERGED) | (status == cls.STEPS_DONE)
 
 
 class Solution(NamedTuple):
@@ -55,7 +71,7 @@ class Solution(NamedTuple):
 
 def _raise_status(status, where):
     status = np.asarray(status)
-    bad = status != Status.CONVERGED
+    bad = ~Status.ok(status)
     if np.any(bad):
         code = int(status[bad].flat[0]) if status.ndim else int(status)
         raise RuntimeError(
@@ -65,7 +81,8 @@ def _raise_status(status, where):
 
 
 def check_status(solution: Solution, where: str = "solve") -> Solution:
-    """Raise if `solution.status` is not `converged`; works eagerly and under `jit`.
+    """Raise if `solution.status` is not one of `Status.OK` (`converged`, or
+    `steps_done` for a fixed-step run without a tolerance); works eagerly and under `jit`.
 
     Eagerly the error is a `RuntimeError` naming the status. Under `jit` or `vmap` the
     check runs on the host when the program runs, and the same message arrives wrapped in

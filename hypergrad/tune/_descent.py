@@ -365,7 +365,7 @@ def _evaluate(static: _Static, pb, theta, warm, tol, noise) -> Evaluation:
         values = value
     (g_theta,) = to_theta(grad)
     counts = count_statuses(status)
-    failures = jnp.sum(counts) - counts[Status.CONVERGED]
+    failures = jnp.sum(counts) - jnp.sum(counts[jnp.asarray(Status.OK)])
     return Evaluation(
         value, g_theta, warm, jnp.sum(steps).astype(jnp.int32), failures, values, counts
     )
@@ -646,7 +646,7 @@ def _result(static: _Static, s: DescentState, solver: AbstractSolver) -> Descent
     history = jax.tree.map(lambda x: np.moveaxis(np.asarray(x), axes, 0)[:num_steps], h)
     history.pop("best")
     counts = history["inner_status"]
-    history["inner_failures"] = counts.sum(-1) - counts[..., Status.CONVERGED]
+    history["inner_failures"] = counts.sum(-1) - counts[..., list(Status.OK)].sum(-1)
     inner_status = status_counts(counts)
     reasons = sorted({REASONS[int(r)] for r in np.ravel(np.asarray(s.reason))} - {"running"})
     return DescentResult(

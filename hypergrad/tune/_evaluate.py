@@ -31,7 +31,7 @@ from ..solvers._batched import population_solver
 from ..space import RELAXED, Real, Space
 from . import _relaxed
 from ._descent import _Static, run_descent
-from ._outer import inner_failure_message, status_counts
+from ._outer import failed_solves, inner_failure_message, status_counts
 from ._plan import Plan, Problems, check_hparams, coordinates, first, initial_hparams, noise_key
 from ._plan import seeds_of as seeds_of
 from ._settings import TuneSettings
@@ -74,7 +74,7 @@ class RoundOutcome(NamedTuple):
         attrs = {
             "hparams": {n: _py(v[j]) for n, v in self.hparams.items()},
             "per_seed": self.per_seed[j].tolist(),
-            "inner_failures": sum(counts.values()) - counts["converged"],
+            "inner_failures": failed_solves(counts),
             "inner_status": counts,
         }
         if self.relaxed_value is not None:

@@ -349,7 +349,7 @@ def _evaluate(problem, theta, warm, tol, method, stacked):
     else:
         value, grad, warm, steps, status = batch_apply(problem.solver, one, problem, warm)
         value, grad = jnp.mean(value), jax.tree.map(lambda t: jnp.mean(t, axis=0), grad)
-    failures = jnp.sum(status != Status.CONVERGED).astype(jnp.int32)
+    failures = jnp.sum(~Status.ok(status)).astype(jnp.int32)
     return Evaluation(value, grad, warm, jnp.sum(steps).astype(jnp.int32), failures)
 
 

@@ -9,7 +9,7 @@ step of `outer_optimizer` on the hyperparameters in unconstrained coordinates: t
 solver is `descend`'s optax step (`Descent`), the evaluation is the lookahead's value and
 gradient, and `run_outer` runs the whole run as one compiled loop. The history has
 `descend`'s format, with the inner status after each iteration's steps (diverged or not
-finite counts as a failure; a fixed number of steps is "converged").
+finite counts as a failure; a fixed number of steps, `steps_done`, does not).
 
 Invariant: the inner parameters and the solver state carry over from one outer
 iteration to the next, so `num_steps * (inner_steps + lookahead)` inner steps in total
@@ -155,9 +155,9 @@ def online_bilevel(
     h = jax.device_get(state.history)
     history = {k: np.asarray(h[k]) for k in ("value", "grad_norm", "inner_steps", "inner_status")}
     history["hparams"] = h["hparams"]
-    history["inner_failures"] = (
-        history["inner_status"].sum(-1) - history["inner_status"][:, Status.CONVERGED]
-    )
+    history["inner_failures"] = history["inner_status"].sum(-1) - history["inner_status"][
+        :, list(Status.OK)
+    ].sum(-1)
     counts = status_counts(history["inner_status"])
     return OnlineResult(
         hparams=jax.jit(from_unconstrained)(state.theta),
@@ -201,7 +201,7 @@ def _online_evaluation(problem, solver, from_unconstrained, inner_steps, lookahe
             g,
             (params, None, state),
             jnp.asarray(inner_steps + lookahead, jnp.int32),
-            (status != Status.CONVERGED).astype(jnp.int32),
+            (~Status.ok(status)).astype(jnp.int32),
             None,
             counts,
         )

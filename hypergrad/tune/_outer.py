@@ -226,10 +226,17 @@ def status_counts(counts) -> dict[str, int]:
     return {name: int(n) for name, n in zip(Status.NAMES, totals, strict=True)}
 
 
+def failed_solves(counts: dict[str, int]) -> int:
+    """How many of the solves counted by `counts` (`status_counts`) ended in a status
+    outside `Status.OK`."""
+    return sum(n for name, n in counts.items() if Status.NAMES.index(name) not in Status.OK)
+
+
 def inner_failure_message(counts: dict[str, int], where: str) -> str | None:
     """What went wrong in the inner solves counted by `counts` (`status_counts`), naming
     the most frequent bad status; None when every solve converged."""
-    bad = {k: v for k, v in counts.items() if k != Status.NAMES[Status.CONVERGED] and v}
+    ok = {Status.NAMES[code] for code in Status.OK}
+    bad = {k: v for k, v in counts.items() if k not in ok and v}
     if not bad:
         return None
     name = max(bad, key=bad.get)

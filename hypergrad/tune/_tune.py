@@ -81,7 +81,7 @@ from . import _plan, _relaxed, _trials
 from ._aggregate import aggregate_seeds
 from ._evaluate import evaluate
 from ._evaluate import replay as replay
-from ._outer import status_counts
+from ._outer import failed_solves, status_counts
 from ._settings import TuneSettings
 from ._trials import Member as Member
 from ._trials import Round as Round
@@ -278,7 +278,7 @@ class _Tuner:
             num_inner_solves=self.solves,
             wall_time_s=time.perf_counter() - start_time,
             relaxed_value=member.relaxed_value,
-            inner_failures=sum(counts.values()) - counts["converged"],
+            inner_failures=failed_solves(counts),
             inner_status=counts,
             gap=gap,
         )
