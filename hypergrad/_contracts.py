@@ -15,7 +15,8 @@ is skipped, so the same calls work under `jit`, `grad` and `vmap`); structural c
 
 Domains: `DOMAINS` gives, for the ready problems of `hypergrad.problems` (by
 `BilevelProblem.name`), each hyperparameter's documented domain: penalties `>= 0`, a
-learning rate `> 0`. A problem of another name has no domain check.
+learning rate `> 0`, and a logistic regression's single penalty `> 0` (unpenalized, its loss
+has no minimizer on separable data). A problem of another name has no domain check.
 """
 
 import difflib
@@ -32,15 +33,23 @@ _POS = (">", 0.0)
 DOMAINS: dict[str, dict[str, tuple[str, float]]] = {
     "ridge": {"alpha": _NONNEG},
     "ridge_rows": {"alpha": _NONNEG},
-    "logistic": {"alpha": _NONNEG},
-    "logistic_per_feature": {"alpha": _NONNEG},
-    "logistic_rows": {"alpha": _NONNEG},
+    "logistic": {"alpha": _POS},
+    "logistic_per_feature": {"alpha": _POS},
+    "logistic_rows": {"alpha": _POS},
     "lasso": {"alpha": _NONNEG},
     "weighted_lasso": {"alpha": _NONNEG},
-    "sparse_logistic": {"alpha": _NONNEG},
+    "sparse_logistic": {"alpha": _POS},
     "elastic_net": {"alpha1": _NONNEG, "alpha2": _NONNEG},
     "elastic_net_logistic": {"alpha1": _NONNEG, "alpha2": _NONNEG},
     "mlp_digits": {"learning_rate": _POS, "weight_decay": _NONNEG},
+}
+
+# Why a domain is strict, where it is not a matter of sign.
+_WHY = {
+    name: ": without a penalty the logistic loss has no minimizer on linearly separable "
+    "data (the weights grow without bound while the gradient vanishes, so a solver would "
+    "report convergence at an arbitrary point)"
+    for name in ("logistic", "logistic_per_feature", "logistic_rows", "sparse_logistic")
 }
 
 
@@ -203,7 +212,7 @@ def _check_domain(problem_name, label, key, op, bound, value):
         word = "non-negative" if op == ">=" else "positive"
         raise ValueError(
             f"{label} must be {word} ({key} {op} {bound:g}) for problem "
-            f"{problem_name!r}, got {label}={value!r}"
+            f"{problem_name!r}{_WHY.get(problem_name, '')}, got {label}={value!r}"
         )
 
 

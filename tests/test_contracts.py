@@ -108,7 +108,8 @@ def test_negative_penalties_are_refused(regression):
         (logistic, {"alpha": -0.5}, "alpha", "-0.5"),
         (enet, {"alpha1": 0.01, "alpha2": -0.1}, "alpha2", "-0.1"),
     ):
-        pattern = rf"hparams\['{key}'\] must be non-negative.*{pb.name}.*={text}"
+        word = "positive" if pb.name == "logistic" else "non-negative"
+        pattern = rf"hparams\['{key}'\] must be {word}.*{pb.name}.*={text}"
         with pytest.raises(ValueError, match=pattern):
             hg.hypergradient(pb, h)
     # Per-feature penalties: one negative entry is enough.
@@ -117,6 +118,26 @@ def test_negative_penalties_are_refused(regression):
         hg.hypergradient(pf, {"alpha": jnp.asarray([0.5, 0.5, -0.5, 0.5, 0.5])})
     # The boundary of the domain is in it.
     assert np.isfinite(hg.hypergradient(ridge, {"alpha": 0.0}).value)
+
+
+def test_unpenalized_logistic_regression_is_refused_on_separable_data():
+    # Linearly separable classes: without a penalty the loss has no minimizer (the
+    # weights grow without bound), yet the gradient vanishes, so a solver stops and calls
+    # an arbitrary point converged. Shown here by the loss falling along a ray to zero.
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.standard_normal((20, 3)) + 3, rng.standard_normal((20, 3)) - 3]
+    y = np.r_[np.ones(20), np.zeros(20)]
+    pb = problems.logistic(X, y, X, y, alpha=0.1)
+    ray = lambda t: {"w": t * jnp.ones(3), "b": jnp.zeros(())}  # noqa: E731
+    losses = [float(pb.inner(ray(t), {"alpha": 0.0}, pb.train)) for t in (1.0, 10.0, 100.0)]
+    assert losses[0] > losses[1] > losses[2] and losses[2] < 1e-12
+    with pytest.raises(ValueError, match=r"hparams\['alpha'\] must be positive.*separable.*0\.0"):
+        hg.hypergradient(pb, {"alpha": 0.0})
+    for build in (lambda: logistic_problem(per_feature=True), lambda: pb):
+        p = build()
+        zero = jax.tree.map(jnp.zeros_like, p.hparams)
+        with pytest.raises(ValueError, match=r"hparams\['alpha'\] must be positive"):
+            hg.hypergradient(p, zero)
 
 
 def test_domain_under_jit_with_throw(ridge):

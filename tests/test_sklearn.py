@@ -151,28 +151,36 @@ def test_per_feature_logistic(cancer):
     assert len(np.unique(np.round(est.C_, 12))) > 1  # the penalties moved apart
 
 
-@pytest.mark.parametrize(
-    "make, X, y, match",
-    [
-        (lambda: HyperLasso(alpha_bounds=(1.0, 0.1)), None, None, "lower < upper"),
-        (lambda: HyperLasso(alpha_bounds=(0.0, 1.0)), None, None, "positive"),
-        (lambda: HyperLasso(alpha_bounds=(-1.0, 1.0)), None, None, "positive"),
-        (lambda: HyperLogisticRegression(C_bounds=(10.0, 1.0)), None, None, "lower < upper"),
-        (lambda: HyperLasso(), None, "nan", "NaN"),
-        (lambda: HyperLasso(), None, "short", "inconsistent numbers of samples"),
-        (lambda: HyperLasso(criterion="aic"), None, None, "criterion must be one of"),
-        (lambda: HyperLogisticRegression(penalty="l0"), None, None, "penalty must be"),
-    ],
-)
-def test_bad_input_raises_and_fits_nothing(make, X, y, match):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((30, 4))
-    y = (rng.random(30) > 0.5).astype(float)
-    if y is not None and match == "NaN":
+def _bad_y(kind, y):
+    if kind == "nan":
         y = y.copy()
         y[3] = np.nan
-    elif match == "inconsistent numbers of samples":
+    elif kind == "short":
         y = y[:-1]
+    elif kind == "strings":
+        y = np.where(y > 0.5, "yes", "no")
+    return y
+
+
+@pytest.mark.parametrize(
+    "make, y_kind, match",
+    [
+        (lambda: HyperLasso(alpha_bounds=(1.0, 0.1)), None, r"alpha_bounds.*lower < upper"),
+        (lambda: HyperLasso(alpha_bounds=(0.0, 1.0)), None, r"alpha_bounds.*positive"),
+        (lambda: HyperLasso(alpha_bounds=(-1.0, 1.0)), None, r"alpha_bounds.*positive"),
+        (lambda: HyperLogisticRegression(C_bounds=(10.0, 1.0)), None, r"C_bounds.*lower < upper"),
+        (lambda: HyperLasso(), "nan", "NaN"),
+        (lambda: HyperLasso(), "short", "inconsistent numbers of samples"),
+        (lambda: HyperLasso(criterion="aic"), None, "criterion must be one of"),
+        (lambda: HyperLogisticRegression(penalty="l0"), None, "penalty must be"),
+        (lambda: HyperRidge(), "strings", r"y must hold numbers for the regressor HyperRidge"),
+        (lambda: HyperLasso(), "strings", r"y must hold numbers .*HyperLasso.*'(yes|no)'"),
+    ],
+)
+def test_bad_input_raises_and_fits_nothing(make, y_kind, match):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4))
+    y = _bad_y(y_kind, (rng.random(30) > 0.5).astype(float))
     est = make()
     with pytest.raises(ValueError, match=match):
         est.fit(X, y)

@@ -161,7 +161,8 @@ def logistic(
     Inner: `mean(log(1 + exp(-s_i (x_i^T w + b)))) + 1/2 sum_j alpha_j w_j^2` with labels
     `y` in {0, 1} (`s_i = 2 y_i - 1`); outer: the mean log-loss on the validation rows.
     `per_feature=True` starts from one penalty per feature (a vector `alpha`), the case
-    grid search cannot reach.
+    grid search cannot reach. The entry points refuse `alpha <= 0`: without a penalty
+    the loss has no minimizer on linearly separable data.
     """
     train, val, test = _data(X_train, y_train, X_val, y_val, X_test, y_test)
     for name, (_, labels) in (("y_train", train), ("y_val", val)):

@@ -187,6 +187,16 @@ class _HyperLinear(BaseEstimator):
     def _validate(self, X, y):
         self._check_common()
         X, y = validate_data(self, X, y, y_numeric=not self._classifier, dtype=np.float64)
+        if not self._classifier and not np.issubdtype(y.dtype, np.number):
+            # scikit-learn's y_numeric converts only object arrays; strings pass.
+            try:
+                y = y.astype(np.float64)
+            except ValueError:
+                raise ValueError(
+                    f"y must hold numbers for the regressor {type(self).__name__}, got y of "
+                    f"dtype {y.dtype} (e.g. {y.flat[0]!r}); class labels need "
+                    "HyperLogisticRegression"
+                ) from None
         return X, y
 
     def __sklearn_tags__(self):
