@@ -92,6 +92,11 @@ def machine() -> dict:
 # --- timing -------------------------------------------------------------------------------
 
 
+# Extra rounds of `time_side_by_side(..., min_total_s=...)` stop here.
+MAX_ROUNDS_S = 20.0
+MAX_REPS = 200
+
+
 def _call(fn, args):
     import jax
 
@@ -100,21 +105,29 @@ def _call(fn, args):
     return time.perf_counter() - start
 
 
-def time_side_by_side(calls: dict, reps: int) -> dict:
+def time_side_by_side(calls: dict, reps: int, min_total_s: float = 0.0) -> dict:
     """Time compiled functions side by side: `{name: (fn, args)}` -> `{name: figures}`.
 
     Each `fn` should be a fresh `jax.jit` wrapper: its first call is timed on its own
     (`first_call_s`, compilation included), then the functions are called in turns,
-    `reps` rounds, so drift of a shared machine hits all of them alike; `time_s` is the
-    median of the rounds (compilation excluded), `min_s` the fastest. An entry that
-    reuses a function already called (other arguments) has no `first_call_s`.
+    at least `reps` rounds, so drift of a shared machine hits all of them alike; `time_s`
+    is the median of the rounds (compilation excluded), `min_s` the fastest. With
+    `min_total_s`, calls of a few milliseconds get more rounds: until the fastest entry
+    has run that long, at most `MAX_REPS` rounds and `MAX_ROUNDS_S` seconds of rounds
+    (the median of 7 calls of 3 ms moved by 30% between two runs on a quiet machine).
+    An entry that reuses a function already called (other arguments) has no
+    `first_call_s`.
     """
-    first, seen = {}, set()
+    first, seen, warm = {}, set(), []
     for name, (fn, args) in calls.items():
         t = _call(fn, args)
         if id(fn) not in seen:  # a function already called has no compile-inclusive call
             first[name] = t
         seen.add(id(fn))
+        warm.append(_call(fn, args))
+    wanted = math.ceil(min_total_s / max(min(warm), 1e-9))
+    affordable = math.floor(MAX_ROUNDS_S / max(sum(warm), 1e-9))
+    reps = max(reps, min(MAX_REPS, wanted, affordable))
     runs = {name: [] for name in calls}
     for _ in range(reps):
         for name, (fn, args) in calls.items():
