@@ -72,3 +72,25 @@ def test_descend_population_runs_and_records_the_population_solver():
     assert res.solver == repr(BatchedLBFGS(max_steps=500, tol=1e-9))
     alone = descend(pb, {"alpha": jnp.asarray(1e-2)}, steps=3)
     assert alone.solver == repr(pb.solver)
+
+
+def test_tune_records_the_population_solver():
+    # LBFGS's zoom line search branches per member: tune's populations run the
+    # batch-friendly replacement, and the result and every trial say which.
+    import optuna
+
+    from hypergrad.records import Records
+    from hypergrad.space import Real, Space
+    from hypergrad.tune import tune
+
+    pb = _logistic(70)
+    records = Records.open(optuna.storages.InMemoryStorage(), "population-solver")
+    res = tune(
+        pb, Space({"alpha": Real(1e-3, 1.0, log=True)}), population=2, steps=2, records=records
+    )
+    chosen = population_solver(pb.solver, pb.init_params)
+    assert isinstance(chosen, BatchedLBFGS) and not isinstance(pb.solver, BatchedLBFGS)
+    assert res.solver == repr(chosen)
+    trials = records.trials()
+    assert len(trials) == 2
+    assert {t.user_attrs["result.solver"] for t in trials} == {repr(chosen)}

@@ -54,6 +54,8 @@ class RoundOutcome(NamedTuple):
       num_inner_solves: inner solves of the round (descent and exact evaluations).
       best: the index of the best member.
       test_value: the best member's seed mean on the test data, or None.
+      solver: the inner solver the population ran (`repr`): `population_solver` of the
+        problem's, recorded with every member.
     """
 
     hparams: dict
@@ -67,6 +69,7 @@ class RoundOutcome(NamedTuple):
     num_inner_solves: int
     best: int
     test_value: float | None
+    solver: str
 
     def outcome(self, j: int) -> Outcome:
         """Member `j` as a record's `Outcome`."""
@@ -76,6 +79,7 @@ class RoundOutcome(NamedTuple):
             "per_seed": self.per_seed[j].tolist(),
             "inner_failures": failed_solves(counts),
             "inner_status": counts,
+            "solver": self.solver,
         }
         if self.relaxed_value is not None:
             attrs.update(relaxed_value=float(self.relaxed_value[j]), choice=self.choices[j])
@@ -255,8 +259,21 @@ def evaluate(
         if plan.relaxed:
             test_pbs = problems.get({**plan.discrete, **choices[best]})
         test = _test_value(test_pbs, hparams, plan.continuous, best)
+    one = first(pbs)
+    solver = repr(population_solver(one.solver, one.init_params))
     return RoundOutcome(
-        hparams, value, per_seed, curves, ran, relaxed_value, choices, status, solves, best, test
+        hparams,
+        value,
+        per_seed,
+        curves,
+        ran,
+        relaxed_value,
+        choices,
+        status,
+        solves,
+        best,
+        test,
+        solver,
     )
 
 

@@ -109,6 +109,9 @@ class TuneResult(NamedTuple):
       inner_failures: inner solves of this call that did not converge.
       inner_status: `{status name: inner solves}` of this call's descents.
       gap: the validation-to-test gap at `config` (`None` without a test value).
+      solver: the inner solver the populations ran (`repr`; the problem's, or for a
+        solver whose control flow depends on the member, the batch-friendly one
+        `hypergrad.solvers.population_solver` picks). Every trial records it too.
     """
 
     config: dict
@@ -126,6 +129,7 @@ class TuneResult(NamedTuple):
     inner_failures: int = 0
     inner_status: dict | None = None
     gap: ValidationGap | None = None
+    solver: str | None = None
 
 
 class _Progress:
@@ -163,6 +167,7 @@ class _Tuner:
         self.searched = _plan.subspace(space, [n for n in space.names if n not in space.relaxed])
         self.show = _Progress(progress, settings.rounds, settings.steps)
         self.solves, self.status = 0, np.zeros(len(Status.NAMES), np.int64)
+        self.solver = None
 
     def run(self) -> TuneResult:
         start_time = time.perf_counter()
@@ -240,6 +245,7 @@ class _Tuner:
             raise RuntimeError(failure)
         self.solves += out.num_inner_solves
         self.status = self.status + out.inner_status.sum(axis=0)
+        self.solver = out.solver
         wall = time.perf_counter() - round_start  # members ran together
         members = _trials.finish_members(
             self.records, numbers, starts, plan, out, self.settings, self.ref, wall
@@ -281,6 +287,7 @@ class _Tuner:
             inner_failures=failed_solves(counts),
             inner_status=counts,
             gap=gap,
+            solver=self.solver,
         )
 
 
