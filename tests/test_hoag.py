@@ -88,14 +88,30 @@ def test_hoag_with_every_method_reaches_the_grid_best(data, grid, method):
     assert _suboptimality(grid, float(res.hparams["alpha"])) <= 1e-3
 
 
+# HOAG on K folds, stopped after 15 outer steps: within 1% of the way from the null
+# model to the grid's best criterion (the single-split test above asks 0.1% of a run to
+# convergence).
+SUBOPT_KFOLD = 1e-2
+
+
 def test_hoag_kfold_and_optax_outer_loop(data):
     X, y = data
     folds = problems.kfold(problems.lasso, X, y, 3, tol=1e-10)
-    start = float(problems.kfold_loss(folds, {"alpha": folds.hparams["alpha"][0]}))
+    # The reference: the K-fold criterion on a 100-point grid from alpha_max down 1000x.
+    criterion = jax.jit(lambda a: problems.kfold_loss(folds, {"alpha": a}))
+    amax = problems.alpha_max(X, y)
+    values = [float(criterion(jnp.asarray(a))) for a in amax * np.logspace(0, -3, 100)]
+    best, null = min(values), float(criterion(jnp.asarray(amax)))
+
+    def suboptimality(alpha):
+        return (float(criterion(jnp.asarray(alpha))) - best) / (null - best)
+
     res = hoag(folds, max_iter=15)
-    assert res.value < start and res.num_solves == 3 * len(res.history)
+    assert suboptimality(res.hparams["alpha"]) <= SUBOPT_KFOLD
+    assert res.num_solves == 3 * len(res.history)
     plain = hoag(folds, max_iter=12, optimizer=optax.adam(0.2), decrease=1.0, tol=1e-6)
-    assert plain.value < start and plain.num_solves == 36
+    # Adam's steps of at most 0.2 in log alpha over 12 steps: within 5%.
+    assert suboptimality(plain.hparams["alpha"]) <= 5e-2 and plain.num_solves == 36
     # HOAG's stepping from Python (a callback) gives the same run, timed.
     seen = []
     stepped = hoag(folds, max_iter=15, callback=seen.append)
