@@ -129,8 +129,8 @@ def test_unpenalized_logistic_regression_is_refused_on_separable_data():
     y = np.r_[np.ones(20), np.zeros(20)]
     pb = problems.logistic(X, y, X, y, alpha=0.1)
     ray = lambda t: {"w": t * jnp.ones(3), "b": jnp.zeros(())}  # noqa: E731
-    losses = [float(pb.inner(ray(t), {"alpha": 0.0}, pb.train)) for t in (1.0, 10.0, 100.0)]
-    assert losses[0] > losses[1] > losses[2] and losses[2] < 1e-12
+    losses = [float(pb.inner(ray(t), {"alpha": 0.0}, pb.train)) for t in (0.1, 0.3, 1.0)]
+    assert losses[0] > losses[1] > losses[2] and losses[2] < 1e-2
     with pytest.raises(ValueError, match=r"hparams\['alpha'\] must be positive.*separable.*0\.0"):
         hg.hypergradient(pb, {"alpha": 0.0})
     for build in (lambda: logistic_problem(per_feature=True), lambda: pb):
