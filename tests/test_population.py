@@ -37,7 +37,10 @@ def test_batched_lbfgs_reaches_newtons_solution():
 def test_population_solver_rule():
     assert isinstance(population_solver(LBFGS(tol=1e-9), jnp.zeros(30)), Newton)
     big = population_solver(LBFGS(max_steps=300, tol=1e-9), jnp.zeros(100))
-    assert big == BatchedLBFGS(max_steps=300, tol=1e-9)
+    assert big == BatchedLBFGS(max_steps=300, tol=1e-9, memory_size=5)
+    # A smaller memory than the population's cap is kept.
+    small = population_solver(LBFGS(tol=1e-9, memory_size=3), jnp.zeros(100))
+    assert small == BatchedLBFGS(tol=1e-9, memory_size=3)
     newton = Newton(tol=1e-7)
     assert population_solver(newton, jnp.zeros(100)) is newton  # kept: no while loop
 
@@ -69,7 +72,7 @@ def test_descend_population_runs_and_records_the_population_solver():
     pb = _logistic(70)
     h = {"alpha": jnp.asarray([1e-2, 1e-1, 1.0])}
     res = descend(pb, h, steps=3, batch_hparams=True, throw=True)
-    assert res.solver == repr(BatchedLBFGS(max_steps=500, tol=1e-9))
+    assert res.solver == repr(BatchedLBFGS(max_steps=500, tol=1e-9, memory_size=5))
     alone = descend(pb, {"alpha": jnp.asarray(1e-2)}, steps=3)
     assert alone.solver == repr(pb.solver)
 
