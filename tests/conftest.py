@@ -7,11 +7,13 @@ it) unless `HYPERGRAD_CACHE_DIR` is set, which turns it on in that folder for th
 run. Tests of the cache itself run in subprocesses with folders of their own. Why off:
 with one cache for the run, an xdist worker died twice in a full run (segmentation fault
 in JAX's `put_executable_and_time` / `get_executable_and_time`, serializing or reading a
-program of `tune`), after other test files in the same worker had switched the cache off
-and on in-process; the tests alone pass. Until that is understood, the suite does not
-depend on it.
+program of `tune`); the tests alone pass. A third crash, with the cache off, came inside
+XLA's compiler once the worker's memory mappings neared the kernel's limit (see
+`release_compiled_programs`), the likely cause of all three; the cache stays off until a
+full run with it on shows that.
 """
 
+import gc
 import os
 import sys
 
@@ -46,3 +48,19 @@ def pytest_configure(config):
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Drop every compiled program after each test module (`jax.clear_caches()`).
+
+    Each XLA CPU executable holds about three memory mappings, and JAX keeps the programs
+    of every jitted function alive: an xdist worker had 41,000 mappings after 10 minutes
+    of the suite, and the kernel allows 65,530 (`vm.max_map_count`). At the limit LLVM's
+    next allocation fails and the worker dies with a segmentation fault inside an XLA
+    compilation (seen in three full runs, each time in a different test; every file alone
+    passes). With `--dist loadfile` a module's tests share a worker, so its programs are
+    reused within the module and released after it."""
+    yield
+    jax.clear_caches()
+    gc.collect()
