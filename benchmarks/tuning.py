@@ -23,14 +23,21 @@ Cases (definitions are repeated in the results file):
   value found minus the optimum) against wall time for the hybrid `hypergrad.tune.tune`
   (maps by enumeration, penalties by hypergradient), TPE and random search over the whole
   space, each under the same wall-time budget; no goal is set by the issue.
+- float32: the README's tuning example as written (JAX's default float32) against the
+  same in float64, each a fresh process with the compilation cache off, wall time from
+  start to result. Issue 12's goal: at most 1.2x.
 """
 
 import dataclasses
 import datetime
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +66,7 @@ def _sizes(quick):
             K=8,
             pop_reps=2,
             pop_min_s=0.0,
+            f32_runs=1,
             pop_sizes=((100, 100, 10),),
             p_many=10,
             n_many=200,
@@ -75,6 +83,7 @@ def _sizes(quick):
         # Rounds until the vmapped call ran 1 s (about 25 on the synthetic case): with 5,
         # one slow round of 70 ms among 40 ms ones moved the median ratio from 0.29 to 0.5.
         pop_min_s=1.0,
+        f32_runs=3,
         pop_sizes=((285, 142, 30), (2000, 1000, 100)),
         p_many=100,
         n_many=600,
@@ -523,7 +532,73 @@ def _mixed_cases(cfg):
     ]
 
 
-SECTIONS = ("population", "many_hparams", "mixed")
+# --- float32 ---------------------------------------------------------------------------------
+
+# The README's tuning example as written: a user's first run, in a fresh process.
+_README_TUNE = """
+import json, sys, time
+start = time.perf_counter()
+import jax
+if sys.argv[1] == "float64":
+    jax.config.update("jax_enable_x64", True)
+from hypergrad import problems
+from hypergrad.space import Real, Space
+from hypergrad.tune import tune
+d = problems.load("breast_cancer")
+problem = problems.logistic(d.X_train, d.y_train, d.X_val, d.y_val, alpha=1e-2)
+space = Space({"alpha": Real(1e-4, 1e2, log=True)})
+result = tune(problem, space, population=8, steps=50)
+print(json.dumps({"time_s": time.perf_counter() - start, "value": result.value,
+                  "alpha": result.config["alpha"], "dtype": str(problem.train[0].dtype)}))
+"""
+
+
+def _readme_tune(dtype: str) -> dict:
+    env = {**os.environ, "HYPERGRAD_CACHE": "0", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    with tempfile.TemporaryDirectory() as where:  # tune's default records go there
+        out = subprocess.run(
+            [sys.executable, "-c", _README_TUNE, dtype],
+            env=env,
+            cwd=where,
+            capture_output=True,
+            text=True,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"the README's tuning example failed in {dtype}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _float32_cases(cfg):
+    """The README's tuning example (float32, JAX's default) against the same in float64,
+    each in a fresh process with the compilation cache off, `cfg["f32_runs"]` times in
+    turns; the median wall time from start to result (imports and compilation included)."""
+    runs = {"float32": [], "float64": []}
+    for _ in range(cfg["f32_runs"]):
+        for dtype in runs:
+            runs[dtype].append(_readme_tune(dtype))
+    fig = {}
+    for dtype, rs in runs.items():
+        fig[dtype] = {
+            "time_s": statistics.median(r["time_s"] for r in rs),
+            "times_s": [r["time_s"] for r in rs],
+            "value": rs[0]["value"],
+            "alpha": rs[0]["alpha"],
+            "dtype": rs[0]["dtype"],
+        }
+    _log("float32 done")
+    return [
+        case(
+            "float32/readme_tune",
+            fig["float32"],
+            baseline={"name": "the same in float64 (jax_enable_x64)", **fig["float64"]},
+            goal="<= 1.2",
+            note="tune(problem, space, population=8, steps=50) on breast cancer L2 logistic "
+            "regression as in the README, fresh process each, cache off",
+        )
+    ]
+
+
+SECTIONS = ("population", "many_hparams", "mixed", "float32")
 
 
 def _sections() -> set[str]:
@@ -566,6 +641,8 @@ def run(quick: bool = False) -> dict:
         cases += _many_cases(cfg)
     if "mixed" in sections:
         cases += _mixed_cases(cfg)
+    if "float32" in sections:
+        cases += _float32_cases(cfg)
     return {
         "cases": cases,
         "sizes": {k: v for k, v in cfg.items()},
@@ -576,6 +653,8 @@ def run(quick: bool = False) -> dict:
             "many_hparams": "median wall time (compilation included) until the best "
             "held-out loss is at most TPE's best after its trials",
             "mixed": "regret = best validation value found - the enumerated optimum",
+            "float32": "wall time of the README's tuning example in float32 / in float64, "
+            "fresh processes",
         },
         "not_covered": (
             "the population case on a GPU (no accelerator in this run): issue 12's GPU goal "
