@@ -39,7 +39,10 @@ print("device.sh: backend", jax.default_backend(), "devices", jax.devices(), flu
 EOF
 
 names=(tuning hypergradient_cost)
-if "$python" -m benchmarks list | grep -qx startup; then
+# The list first, then grep: `list | grep -q` under pipefail fails whenever grep exits at
+# its match before the list is written out (the writer gets SIGPIPE), dropping startup.
+listed=$("$python" -m benchmarks list)
+if grep -qx startup <<< "$listed"; then
     names+=(startup)
 fi
 

@@ -26,12 +26,16 @@ def test_tuning_benchmark_quick_writes_its_cases(tmp_path):
     record = json.loads((tmp_path / "tuning.json").read_text())
     assert record["benchmark"] == "tuning" and record["quick"] is True
     cases = {c["name"].split("/")[0]: c for c in record["cases"]}
-    assert set(cases) == {"population", "many_hparams", "mixed"}
+    assert set(cases) == {"population", "many_hparams", "mixed", "float32"}
     for c in record["cases"]:
         assert c["baseline"]["name"], c["name"]
         assert c["ratio"] > 0 and math.isfinite(c["ratio"]), c["name"]
     # The vmap-ed population computes what the loop computes.
     assert cases["population"]["figures"]["max_relative_difference_vs_loop"] < 1e-6
+    # The README's example in float32 and in float64 tunes to the same penalty.
+    f32 = cases["float32"]
+    assert f32["figures"]["dtype"] == "float32" and f32["baseline"]["dtype"] == "float64"
+    assert f32["figures"]["alpha"] == pytest.approx(f32["baseline"]["alpha"], rel=0.05)
     # Regret is measured against an optimum no method can beat.
     for c in record["cases"]:
         if c["name"].startswith("mixed"):
