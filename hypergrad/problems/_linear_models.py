@@ -125,22 +125,26 @@ def ridge_hypergradient(problem: BilevelProblem, hparams):
     return {"alpha": per_feature if alpha.ndim else jnp.sum(per_feature)}
 
 
+def _softplus_and_sigmoid(z):
+    """`(log(1 + exp(z)), sigmoid(z))` from one `exp` and one `log`: `jax.nn.softplus`
+    and its derivative take three transcendental functions, `log1p` the slowest of them on
+    CPU. `log(1 + e)` in place of `log1p(e)` (`e = exp(-|z|) <= 1`) is off by at most one
+    ulp of 1, an absolute error that the mean loss carries anyway."""
+    e = jnp.exp(-jnp.abs(z))
+    return jnp.maximum(z, 0) + jnp.log(1 + e), jnp.where(z >= 0, 1.0, e) / (1 + e)
+
+
 @jax.custom_jvp
 def _softplus(z):
-    """`log(1 + exp(z))` from one `exp` and one `log`, with its derivative (the sigmoid)
-    from the same `exp`: `jax.nn.softplus` and its derivative take three transcendental
-    functions, `log1p` the slowest of them on CPU. `log(1 + e)` in place of `log1p(e)`
-    (`e = exp(-|z|) <= 1`) is off by at most one ulp of 1, an absolute error that the
-    mean loss carries anyway."""
-    return jnp.maximum(z, 0) + jnp.log(1 + jnp.exp(-jnp.abs(z)))
+    """`log(1 + exp(z))`, whose derivative (the sigmoid) reuses the value's `exp`."""
+    return _softplus_and_sigmoid(z)[0]
 
 
 @_softplus.defjvp
 def _softplus_jvp(primals, tangents):
     (z,), (dz,) = primals, tangents
-    e = jnp.exp(-jnp.abs(z))
-    sigmoid = jnp.where(z >= 0, 1.0, e) / (1 + e)
-    return jnp.maximum(z, 0) + jnp.log(1 + e), sigmoid * dz
+    value, sigmoid = _softplus_and_sigmoid(z)
+    return value, sigmoid * dz
 
 
 def _cross_entropy(logits, y):

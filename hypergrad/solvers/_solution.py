@@ -49,7 +49,11 @@ class Status:
     @classmethod
     def ok(cls, status):
         """Whether `status` (an array of codes, traced or not) is one of `Status.OK`."""
-        return (status == cls.CONVERGED) | (status == cls.STEPS_DONE)
+        first, *rest = cls.OK
+        ok = status == first
+        for code in rest:
+            ok = ok | (status == code)
+        return ok
 
 
 class Solution(NamedTuple):

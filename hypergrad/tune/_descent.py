@@ -52,6 +52,7 @@ from ._outer import (
     AbstractOuterSolver,
     Evaluation,
     count_statuses,
+    failed_counts,
     inner_failure_message,
     iterate_outer,
     over_members,
@@ -365,7 +366,7 @@ def _evaluate(static: _Static, pb, theta, warm, tol, noise) -> Evaluation:
         values = value
     (g_theta,) = to_theta(grad)
     counts = count_statuses(status)
-    failures = jnp.sum(counts) - jnp.sum(counts[jnp.asarray(Status.OK)])
+    failures = failed_counts(counts)
     return Evaluation(
         value, g_theta, warm, jnp.sum(steps).astype(jnp.int32), failures, values, counts
     )
@@ -646,7 +647,7 @@ def _result(static: _Static, s: DescentState, solver: AbstractSolver) -> Descent
     history = jax.tree.map(lambda x: np.moveaxis(np.asarray(x), axes, 0)[:num_steps], h)
     history.pop("best")
     counts = history["inner_status"]
-    history["inner_failures"] = counts.sum(-1) - counts[..., list(Status.OK)].sum(-1)
+    history["inner_failures"] = failed_counts(counts)
     inner_status = status_counts(counts)
     reasons = sorted({REASONS[int(r)] for r in np.ravel(np.asarray(s.reason))} - {"running"})
     return DescentResult(

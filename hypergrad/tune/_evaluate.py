@@ -142,7 +142,8 @@ def _static(plan: Plan, settings: TuneSettings, method, key, one) -> _Static:
 
 def _descend(pbs, plan: Plan, settings: TuneSettings, steps: int, progress):
     """The population's descents with successive halving: per member its best
-    hyperparameters, value, per-seed values, curve, steps, inner statuses."""
+    hyperparameters, value, per-seed values, curve, steps, inner statuses, and the
+    solver the population ran."""
     population = len(jax.tree.leaves(plan.h0)[0])
     key = noise_key(plan.space, plan.relaxed, settings.seed, plan.number)
     static = _static(plan, settings, problem_method(first(pbs), settings.method), key, first(pbs))
@@ -180,7 +181,7 @@ def _descend(pbs, plan: Plan, settings: TuneSettings, steps: int, progress):
         status = status + counts
         if res.num_steps < planned:  # stopped early (tol, min_improvement): no more rungs
             break
-    return hparams, value, per_seed, curves, ran, status
+    return hparams, value, per_seed, curves, ran, status, static.solver
 
 
 # One program per problem structure, reused across rounds: (members, seeds) values.
@@ -240,7 +241,9 @@ def evaluate(
     """
     pbs = problems.get({**plan.discrete, **dict.fromkeys(plan.relaxed, RELAXED)})
     run = settings.steps if steps is None else steps
-    hparams, value, per_seed, curves, ran, status = _descend(pbs, plan, settings, run, progress)
+    hparams, value, per_seed, curves, ran, status, solver = _descend(
+        pbs, plan, settings, run, progress
+    )
     population, num_seeds = per_seed.shape
     solves = int(np.sum(status))
     relaxed_value, choices, test_pbs = None, [None] * population, pbs
@@ -259,8 +262,6 @@ def evaluate(
         if plan.relaxed:
             test_pbs = problems.get({**plan.discrete, **choices[best]})
         test = _test_value(test_pbs, hparams, plan.continuous, best)
-    one = first(pbs)
-    solver = repr(population_solver(one.solver, one.init_params))
     return RoundOutcome(
         hparams,
         value,
@@ -273,7 +274,7 @@ def evaluate(
         solves,
         best,
         test,
-        solver,
+        repr(solver),
     )
 
 

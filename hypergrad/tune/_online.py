@@ -43,7 +43,7 @@ from ..solvers import AbstractSolver, Status
 from ..solvers._base import run_steps
 from ..solvers._solution import tree_norm
 from ._descent import Descent, DescentSettings
-from ._outer import Evaluation, count_statuses, run_outer, status_counts
+from ._outer import Evaluation, count_statuses, failed_counts, run_outer, status_counts
 
 
 class OnlineResult(NamedTuple):
@@ -155,9 +155,7 @@ def online_bilevel(
     h = jax.device_get(state.history)
     history = {k: np.asarray(h[k]) for k in ("value", "grad_norm", "inner_steps", "inner_status")}
     history["hparams"] = h["hparams"]
-    history["inner_failures"] = history["inner_status"].sum(-1) - history["inner_status"][
-        :, list(Status.OK)
-    ].sum(-1)
+    history["inner_failures"] = failed_counts(history["inner_status"])
     counts = status_counts(history["inner_status"])
     return OnlineResult(
         hparams=jax.jit(from_unconstrained)(state.theta),

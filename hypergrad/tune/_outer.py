@@ -232,6 +232,12 @@ def failed_solves(counts: dict[str, int]) -> int:
     return sum(n for name, n in counts.items() if Status.NAMES.index(name) not in Status.OK)
 
 
+def failed_counts(counts):
+    """The solves outside `Status.OK` in count vectors (`count_statuses`, last axis
+    indexed like `Status.NAMES`; NumPy or JAX), per leading index."""
+    return counts.sum(-1) - counts[..., list(Status.OK)].sum(-1)
+
+
 def inner_failure_message(counts: dict[str, int], where: str) -> str | None:
     """What went wrong in the inner solves counted by `counts` (`status_counts`), naming
     the most frequent bad status; None when every solve converged."""
