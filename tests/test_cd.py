@@ -194,3 +194,34 @@ def test_implicit_solve_on_the_working_set_matches_the_full_system(data):
             # Both exact up to the conditioning of H_SS (below 1e4 here) times round-off.
             np.testing.assert_allclose(x, exact, rtol=1e-7, atol=1e-9)
         assert (np.sum(S) > size) == (size == 16)  # the second support outgrew the set
+
+
+@pytest.mark.parametrize("b_value", [0.0, 0.02])
+def test_restricted_gap_is_the_gap_of_the_subproblem(data, b_value):
+    # A round may stop on the gap of the problem restricted to its working set, computed in
+    # O(size) from the data term's value and gradient: it must equal the gap of that
+    # subproblem (the other coordinates fixed, their fit moved into the targets) by the
+    # textbook formula.
+    from hypergrad.solvers._cd import _gap_terms
+
+    X, y, s = data
+    rng = np.random.default_rng(2)
+    w = np.where(rng.uniform(size=90) < 0.3, rng.standard_normal(90), 0.0)
+    mask = rng.uniform(size=90) < 0.5
+    a, b = np.full(90, 0.05), np.full(90, b_value)
+    W = s.sum()
+    r = y - X @ w
+    grad = -X.T @ (s * r) / W
+    fit = (s * r**2).sum() / (2 * W)
+    _, gap, _ = _gap_terms(
+        jnp.asarray(fit),
+        jnp.asarray(w),
+        jnp.asarray(grad),
+        jnp.asarray(a),
+        jnp.asarray(b),
+        jnp.asarray(mask),
+    )
+    offset = y - X[:, ~mask] @ w[~mask]
+    ref = _numpy_gap(X[:, mask], offset, s, w[mask], a[mask], b[mask])
+    assert ref > 1e-3  # not at a solution: the check compares two nonzero numbers
+    np.testing.assert_allclose(float(gap), ref, rtol=1e-10)

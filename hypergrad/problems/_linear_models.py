@@ -104,7 +104,7 @@ def ridge_solution(problem: BilevelProblem, hparams):
     X, y = problem.train
     n, p = X.shape
     h = X.T @ X / n + jnp.diag(jnp.broadcast_to(hparams["alpha"], (p,)))
-    return jnp.linalg.solve(h, X.T @ y / n)
+    return jnp.linalg.solve(h, y @ X / n)
 
 
 def ridge_hypergradient(problem: BilevelProblem, hparams):
@@ -119,8 +119,8 @@ def ridge_hypergradient(problem: BilevelProblem, hparams):
     n, p = X.shape
     alpha = jnp.asarray(hparams["alpha"])
     h = X.T @ X / n + jnp.diag(jnp.broadcast_to(alpha, (p,)))
-    w = jnp.linalg.solve(h, X.T @ y / n)
-    g = Xv.T @ (Xv @ w - yv) / Xv.shape[0]
+    w = jnp.linalg.solve(h, y @ X / n)
+    g = (Xv @ w - yv) @ Xv / Xv.shape[0]
     per_feature = -w * jnp.linalg.solve(h, g)
     return {"alpha": per_feature if alpha.ndim else jnp.sum(per_feature)}
 

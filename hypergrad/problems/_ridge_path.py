@@ -69,7 +69,7 @@ def ridge_factors(X, y, intercept: bool = False, n_rows=None) -> RidgeFactors:
 def ridge_coef(f: RidgeFactors, alpha) -> Array:
     """`argmin ||y - X w||^2 + alpha ||w||^2`: `V diag(sqrt(lam) / (lam + alpha)) Q^T y`
     (`n > p`), or `X^T Q diag(1 / (lam + alpha)) Q^T y`."""
-    qty = f.Q.T @ f.y
+    qty = f.y @ f.Q
     if f.V is not None:
         return f.V @ (jnp.sqrt(f.lam) / (f.lam + alpha) * qty)
     return f.Xt @ (f.Q @ (qty / (f.lam + alpha)))
@@ -78,12 +78,24 @@ def ridge_coef(f: RidgeFactors, alpha) -> Array:
 def loo_mse(f: RidgeFactors, alpha) -> Array:
     """The mean squared leave-one-out residual `((y_i - yhat_i) / (1 - h_ii))^2` over the
     real rows (scikit-learn's `RidgeCV(cv=None)` criterion)."""
-    shrink = f.lam / (f.lam + alpha)
-    fitted = f.Q @ (shrink * (f.Q.T @ f.y))
-    hat = (f.Q**2) @ shrink + f.intercept / f.n_rows
+    return loo_criterion(f)(alpha)
+
+
+def loo_criterion(f: RidgeFactors):
+    """`loo_mse(f, .)` as a function of `alpha` alone, with its `alpha`-free parts (`Q^T y`,
+    the squares of `Q`) computed once: two `O(n r)` products per penalty after it, for a
+    search that evaluates many penalties."""
+    qty, q2 = f.y @ f.Q, f.Q**2
     real = jnp.arange(f.y.shape[0]) < f.n_rows
-    loo = jnp.where(real, (f.y - fitted) / jnp.where(real, 1.0 - hat, 1.0), 0.0)
-    return jnp.sum(loo**2) / f.n_rows
+
+    def criterion(alpha):
+        shrink = f.lam / (f.lam + alpha)
+        fitted = f.Q @ (shrink * qty)
+        hat = q2 @ shrink + f.intercept / f.n_rows
+        loo = jnp.where(real, (f.y - fitted) / jnp.where(real, 1.0 - hat, 1.0), 0.0)
+        return jnp.sum(loo**2) / f.n_rows
+
+    return criterion
 
 
 def held_out_mse(f: RidgeFactors, X_val, y_val, alpha, weight=None) -> Array:

@@ -61,7 +61,7 @@ def _spectral_norm_sq(X, weight, iters=100):
     v = jnp.ones(X.shape[1], X.dtype) / np.sqrt(X.shape[1])
 
     def body(_, v):
-        u = Xw.T @ (Xw @ v)
+        u = (Xw @ v) @ Xw
         return u / jnp.linalg.norm(u)
 
     v = jax.lax.fori_loop(0, iters, body, v)

@@ -40,7 +40,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import problems
-from ..problems._ridge_path import RidgeFactors, loo_mse
+from ..problems._ridge_path import RidgeFactors, loo_criterion
 from ..solvers import run
 from ..tune import hoag
 
@@ -362,21 +362,19 @@ class HyperRidge(_HyperRegressor):
         else:
             self._x_mean, self._y_mean = np.zeros(p), 0.0
         yc = y - self._y_mean
-        if bounds is None:  # the mean eigenvalue of Xc^T Xc, without forming Xc
-            total = float(np.einsum("ij,ij->", X, X)) - n * float(self._x_mean @ self._x_mean)
-            mean_eig = max(total / max(min(n, p), 1), 1e-12)
+        Q, lam, coef_map = _factor(X, self._x_mean)
+        if bounds is None:  # around the mean eigenvalue of Xc^T Xc (its trace over its rank)
+            mean_eig = max(float(np.sum(lam)) / max(min(n, p), 1), 1e-12)
             bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
         search = (*np.log(bounds), self.tol, self._scan, int(self.max_iter))
         with jax.enable_x64(True):
             if self.cv is None:
-                Q, lam, coef_map = _factor(X, self._x_mean)
                 Qp, lamp = _pad_factors(Q, lam)
                 yp = np.zeros(Qp.shape[0])
                 yp[:n] = yc
                 intercept = bool(self.fit_intercept)
                 found, history = _ridge_loo(Qp, lamp, yp, n, intercept, *search)
             else:
-                Q, lam, coef_map = _factor(X, self._x_mean)
                 found, history = _ridge_kfold(*self._ridge_folds(X, y), *search)
             self.alpha_ = float(np.exp(found))
         self._finish(coef_map(self.alpha_, Q, lam, yc), p)
@@ -433,17 +431,19 @@ def _factor(X, mean):
     if n > p:
         C = dsyrk(1.0, X.T, lower=1)  # X^T X (C-ordered X.T is Fortran-ordered X)
         C -= n * np.outer(mean, mean)
-        lam, V = scipy.linalg.eigh(C, lower=True, driver="evd", overwrite_a=True)
+        lam, V = scipy.linalg.eigh(
+            C, lower=True, driver="evd", overwrite_a=True, check_finite=False
+        )
         lam = _clean(lam, n, p)
         scale = np.where(lam > 0, 1 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
         Q = (X @ V - np.outer(np.ones(n), mean @ V)) * scale
         return Q, lam, lambda a, Q, lam, y: V @ (np.sqrt(lam) / (lam + a) * (Q.T @ y))
     xm = X @ mean  # (n,): the rows' products with the mean
-    K = dsyrk(1.0, X, lower=1)  # X X^T
+    K = dsyrk(1.0, X.T, trans=1, lower=1)  # X X^T, from the Fortran-ordered X.T: no copy
     K -= xm[:, None]
     K -= xm[None, :]
     K += mean @ mean
-    lam, Q = scipy.linalg.eigh(K, lower=True, driver="evd", overwrite_a=True)
+    lam, Q = scipy.linalg.eigh(K, lower=True, driver="evd", overwrite_a=True, check_finite=False)
     lam = _clean(lam, n, p)
 
     def coef(a, Q, lam, y):
@@ -521,7 +521,8 @@ def _minimize_log(criterion, lo, hi, tol, scan, max_iter):
 @functools.partial(jax.jit, static_argnames=("n", "intercept", "scan", "max_iter"))
 def _ridge_loo(Q, lam, y, n, intercept, lo, hi, tol, scan, max_iter):
     f = RidgeFactors(Q, lam, y, jnp.asarray(float(intercept), Q.dtype), jnp.asarray(n, Q.dtype))
-    return _minimize_log(lambda t: loo_mse(f, jnp.exp(t)), lo, hi, tol, scan, max_iter)
+    criterion = loo_criterion(f)
+    return _minimize_log(lambda t: criterion(jnp.exp(t)), lo, hi, tol, scan, max_iter)
 
 
 @functools.partial(jax.jit, static_argnames=("scan", "max_iter"))

@@ -24,8 +24,11 @@ once (`X_B^T diag(s) X_B / W`, a `working_set`-square matrix, so an epoch of coo
 updates costs `O(working_set^2)` instead of `O(n working_set)`), then epochs of cyclic
 coordinate descent run on it, every `anderson + 1` epochs extrapolated by Anderson
 acceleration (kept only when it lowers the objective), until the working set's largest
-violation is below `0.3` times the largest violation over all features at the start of
-the round. Shapes are static (the working set's size is fixed, the number of coordinates
+violation is below `subproblem_tol` times the largest violation over all features at the
+start of the round, or, when the working set holds the support, until the restricted
+problem's duality gap (exact in `O(working_set)` from the tracked gradient) is below half
+the run's gap target: a warm start whose working set is right then ends in one round,
+after the epochs that its gap needs. Shapes are static (the working set's size is fixed, the number of coordinates
 updated in it is data), so the solver runs under `jit` and `vmap` (folds) and does not
 retrace across penalties or tolerances.
 
@@ -102,7 +105,15 @@ def _violation(w, grad, a, b):
 
 
 def _gap(w, residual, grad, data, a, b):
-    """Primal value and duality gap at `w`; the dual point is the weighted residual
+    """Primal value, duality gap and the gap's round-off floor at `w` (see `_gap_terms`)."""
+    W = jnp.sum(data.weight)
+    return _gap_terms(jnp.sum(data.weight * residual**2) / (2 * W), w, grad, a, b)
+
+
+def _gap_terms(fit, w, grad, a, b, mask=None):
+    """Primal value, duality gap and its round-off floor of the problem in the coordinates
+    of `mask` (all by default; the others held fixed), from the data term's value `fit`
+    and gradient `grad` at `w`. The dual point is the weighted residual
     `theta = t s * residual / W`, scaled by `t <= 1` so that `|X_j^T theta| <= a_j` where
     `b_j = 0`.
 
@@ -110,13 +121,14 @@ def _gap(w, residual, grad, data, a, b):
     cancellation: `(1 - t)^2` times the data term, and per coordinate
     `g_j(w_j) + g_j^*(u_j) - u_j w_j` with `u = -t grad`. Taken as the difference of the
     primal and dual values it could not go below about `eps * primal`, which would cap a
-    solution's accuracy near `sqrt(eps)`."""
-    W = jnp.sum(data.weight)
-    fit = jnp.sum(data.weight * residual**2) / (2 * W)
-    primal = fit + jnp.sum(a * jnp.abs(w)) + 0.5 * jnp.sum(b * w**2)
+    solution's accuracy near `sqrt(eps)`. On a working set (`mask`) it is the gap of the
+    restricted problem, which is the whole problem's gap when no feature outside the set
+    violates its optimality condition and the solution's support is inside it."""
+    mask = jnp.ones(w.shape, bool) if mask is None else mask
+    primal = fit + jnp.sum(jnp.where(mask, a * jnp.abs(w) + 0.5 * b * w**2, 0.0))
     lasso = b == 0
     g = jnp.abs(grad)
-    ratio = jnp.where(lasso & (g > a) & (a > 0), a / jnp.maximum(g, 1e-300), 1.0)
+    ratio = jnp.where(mask & lasso & (g > a) & (a > 0), a / jnp.maximum(g, 1e-300), 1.0)
     t = jnp.minimum(1.0, jnp.min(ratio, initial=1.0))
     u = -t * grad
     sign = jnp.sign(w)
@@ -140,17 +152,19 @@ def _gap(w, residual, grad, data, a, b):
     # What round-off leaves of the gap: the L1 terms carry an error of eps * a_j |w_j| each
     # (the ridge terms are squares of small numbers, accurate far below that).
     eps = jnp.finfo(w.dtype).eps
-    floor = 4 * eps * jnp.sum(jnp.where(lasso, a * absw, 0.0)) + eps**2 * primal
-    return primal, (1.0 - t) ** 2 * fit + jnp.sum(per), floor
+    floor = 4 * eps * jnp.sum(jnp.where(mask & lasso, a * absw, 0.0)) + eps**2 * primal
+    return primal, (1.0 - t) ** 2 * fit + jnp.sum(jnp.where(mask, per, 0.0)), floor
 
 
-def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget):
+def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget, fit0, target):
     """Cyclic coordinate descent on the working set's quadratic, `anderson + 1` epochs at a
     time with Anderson extrapolation, until the largest violation of the `k` active slots
-    (mask `active`) is at most `tol_in` or `budget` epochs are spent. Returns `(v, epochs)`.
+    (mask `active`) is at most `tol_in`, or the restricted problem's duality gap is at most
+    `target`, or `budget` epochs are spent. Returns `(v, epochs)`.
 
     The block's gradient `g = G (v - v0) + g0` is carried along with `v` and updated by
-    one Gram row per coordinate move, so no epoch needs a product with G."""
+    one Gram row per coordinate move, so no epoch needs a product with G; the data term's
+    value follows from it exactly (`fit0` at `v0`), so the restricted gap costs `O(size)`."""
     size, dtype = v0.shape[0], v0.dtype
     order = jnp.nonzero(active, size=size, fill_value=0)[0]
     k = jnp.sum(active)
@@ -169,6 +183,12 @@ def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget
     def objective(v, g):
         # Exact for a quadratic: f(v) - f(v0) = (v - v0) . (grad f(v) + grad f(v0)) / 2.
         return 0.5 * (v - v0) @ (g + g0) + ab @ jnp.abs(v) + 0.5 * bb @ v**2
+
+    def done(v, g):
+        crit = jnp.max(jnp.where(active, _violation(v, g, ab, bb), 0.0))
+        fit = fit0 + 0.5 * (v - v0) @ (g + g0)
+        gap = _gap_terms(fit, v, g, ab, bb, active)[1]
+        return (crit <= tol_in) | (gap <= target)
 
     K = anderson
 
@@ -197,15 +217,13 @@ def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget
         else:
             v, g = epoch((v, g))
             epochs = epochs + 1
-        crit = jnp.max(jnp.where(active, _violation(v, g, ab, bb), 0.0))
-        return v, g, epochs, crit
+        return v, g, epochs, done(v, g)
 
     def cond(carry):
-        return (carry[3] > tol_in) & (carry[2] < budget)
+        return ~carry[3] & (carry[2] < budget)
 
     # No epoch at all when the working set already meets the round's target.
-    crit0 = jnp.max(jnp.where(active, _violation(v0, g0, ab, bb), 0.0))
-    v, _, epochs, _ = jax.lax.while_loop(cond, block, (v0, g0, epochs, crit0))
+    v, _, epochs, _ = jax.lax.while_loop(cond, block, (v0, g0, epochs, done(v0, g0)))
     return v, epochs
 
 
@@ -328,7 +346,7 @@ class CoordinateDescent(AbstractSolver):
         size = self._size(p)
         residual = args.y - X @ w
         W = jnp.sum(args.weight)
-        grad = -(X.T @ (args.weight * residual)) / W
+        grad = -((args.weight * residual) @ X) / W
         value, viol, norm, (gap, floor) = self._evaluate(w, residual, grad, hparams, args)
         inner = CDState(
             residual=residual,
@@ -387,7 +405,8 @@ class CoordinateDescent(AbstractSolver):
         nnz = jnp.sum(support)
         bonus = 1.0 + 2.0 * jnp.max(viol)
         # An eighth of the slots stays free after a rebuild, so that features entering in
-        # later rounds are appended rather than forcing another rebuild.
+        # later rounds are appended rather than forcing another rebuild (`step` reads the
+        # same cap).
         cap = size - size // 8
         # The support is forced in only when it leaves room for violators: otherwise the
         # round is a block of the largest violations (block coordinate descent), or no
@@ -419,7 +438,7 @@ class CoordinateDescent(AbstractSolver):
         `O(n * (count - start) * count)`. Every write is a contiguous block (in place);
         blocks clamped into range recompute entries that are already right."""
         size, n = rows.shape
-        chunk, block = min(size, 64), min(size, 128)
+        chunk, block = min(size, 16), min(size, 128)
 
         def first(c):  # the chunk's first slot, clamped so the chunk stays in range
             return jnp.maximum(jnp.minimum(start + c * chunk, count - chunk), 0).astype(jnp.int32)
@@ -493,12 +512,31 @@ class CoordinateDescent(AbstractSolver):
         tol_in = jnp.maximum(jnp.minimum(self.subproblem_tol * jnp.max(state.grad), reach), floor)
         budget = inner.epochs + self.max_epochs
 
+        # The restricted gap may stop the round first: half the run's target (the whole
+        # gap adds the terms of the features outside the working set). Only when the
+        # working set holds the support: a block of a larger support (block coordinate
+        # descent) runs to its violation target.
+        fit0 = jnp.sum(s * inner.residual**2) / (2 * W)
+        holds_support = jnp.sum(w != 0) < size - size // 8
+        target = jnp.where(holds_support, 0.5 * tol * inner.scale, -1.0)
         v, epochs = _block_cd(
-            G, table, active, v0, g0, ab, bb, self.anderson, tol_in, inner.epochs, budget
+            G,
+            table,
+            active,
+            v0,
+            g0,
+            ab,
+            bb,
+            self.anderson,
+            tol_in,
+            inner.epochs,
+            budget,
+            fit0,
+            target,
         )
         w = w.at[jnp.where(filled, slots, p)].set(v, mode="drop")
         residual = inner.residual - (v - v0) @ rows
-        grad = -(X.T @ (s * residual)) / W
+        grad = -((s * residual) @ X) / W
         value, viol, norm, (gap, floor) = self._evaluate(w, residual, grad, hparams, args)
         inner = inner._replace(
             residual=residual,
