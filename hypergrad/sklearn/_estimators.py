@@ -23,6 +23,10 @@ alpha, `HyperElasticNet` has `alpha_` and `l1_ratio_`, `HyperRidge.alpha_` is `R
 `C` (an array with `per_feature=True`: then `C_[j]` is feature j's, a model no single-C
 estimator can express).
 
+With the compilation cache on (the default, `hypergrad.cache_dir()`), the fits' programs
+are also kept exported (`hypergrad._exported`, with the `flatbuffers` package of the
+`sklearn` extra): a fresh process skips their tracing and lowering.
+
 Shapes are padded to buckets (`hypergrad.problems.bucket`: at most a quarter more rows
 and columns, zero-weight rows and zero columns, which leave the fit unchanged) so that
 fitting data of nearby shapes reuses compiled programs. The computation runs in float64
@@ -39,7 +43,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .. import problems
+from .. import _exported, problems
 from ..problems._ridge_path import RidgeFactors, loo_criterion
 from ..solvers import run
 from ..tune import hoag
@@ -57,7 +61,8 @@ def _pad(X, y, axis=0):
 
 @jax.jit
 def _solve(pr, h, w0):
-    return run(pr.solver, pr.inner, w0, h, pr.train)
+    """The refit's coefficients (only they: an output `jax.export` can carry)."""
+    return run(pr.solver, pr.inner, w0, h, pr.train).params
 
 
 def _check_bounds(bounds, name):
@@ -113,18 +118,20 @@ class _HyperLinear(BaseEstimator):
         center = getattr(self, "fit_intercept", False)
         stacked = problems.kfold(self._builder, Xp, yp, folds, center=center, **kwargs)
         lo, hi = bounds
-        return hoag(
-            stacked,
-            start,
-            lower=lo,
-            upper=hi,
-            max_iter=int(self.max_iter),
-            tol=self._first_tol,
-            decrease=0.5,
-            min_tol=self.tol,
-            value_tol=self._value_tol,
-            patience=self._patience,
-        )
+        # The problem is the library's own: its program may come exported from the cache.
+        with _exported.enabled():
+            return hoag(
+                stacked,
+                start,
+                lower=lo,
+                upper=hi,
+                max_iter=int(self.max_iter),
+                tol=self._first_tol,
+                decrease=0.5,
+                min_tol=self.tol,
+                value_tol=self._value_tol,
+                patience=self._patience,
+            )
 
     # The search stops when two steps in a row improve the CV criterion by less than
     # this (relative). A CV estimate is far less precise than that (its spread over
@@ -145,7 +152,8 @@ class _HyperLinear(BaseEstimator):
         pr = self._builder(Xp, yp, Xp, yp, weights=(w, w), **kwargs)
         h = {k: jnp.asarray(v) for k, v in hparams.items()}
         w0 = pr.init_params if start is None else jax.tree.map(jnp.asarray, start)
-        return jax.tree.map(np.asarray, _solve(pr, h, w0).params)
+        with _exported.enabled():
+            return jax.tree.map(np.asarray, _exported.call("refit", _solve, pr, h, w0))
 
     def _history(self, res, to_sklearn):
         return [

@@ -28,9 +28,9 @@ violation is below `subproblem_tol` times the largest violation over all feature
 start of the round, or, when the working set holds the support, until the restricted
 problem's duality gap (exact in `O(working_set)` from the tracked gradient) is below half
 the run's gap target: a warm start whose working set is right then ends in one round,
-after the epochs that its gap needs. Shapes are static (the working set's size is fixed, the number of coordinates
-updated in it is data), so the solver runs under `jit` and `vmap` (folds) and does not
-retrace across penalties or tolerances.
+after the epochs that its gap needs. Shapes are static (the working set's size is fixed,
+the number of coordinates updated in it is data), so the solver runs under `jit` and
+`vmap` (folds) and does not retrace across penalties or tolerances.
 
 References:
   Massias, Gramfort and Salmon, "Celer: a fast solver for the Lasso with dual

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _exported
 from .._bilevel import BilevelProblem
 from .._contracts import check_keys
 from .._types import Array
@@ -375,6 +376,35 @@ def _run(problem, state, *, method, max_steps, optimizer, stacked):
     return run_outer(HOAG(max_steps, optimizer), evaluate, state)
 
 
+class HoagOutcome(NamedTuple):
+    """What `_result` reads of the final `HoagState` (the output of the compiled loop, a
+    structure `jax.export` can carry)."""
+
+    k: Array
+    best_value: Array
+    best_theta: dict
+    best_params: Any
+    reason: Array
+    inner_steps: Array
+    inner_failures: Array
+    history: dict
+
+
+_exported.register(HoagOutcome, "hypergrad.tune.HoagOutcome")
+
+
+def _outcome(state: HoagState) -> HoagOutcome:
+    return HoagOutcome(*(getattr(state, name) for name in HoagOutcome._fields))
+
+
+@functools.partial(jax.jit, static_argnames=("method", "max_steps", "optimizer", "stacked"))
+def _fit(problem, theta, settings, *, method, max_steps, optimizer, stacked):
+    """The whole run as one program: the start and the loop."""
+    static = dict(method=method, max_steps=max_steps, optimizer=optimizer, stacked=stacked)
+    state = _start(problem, theta, settings, **static)
+    return _outcome(_run(problem, state, **static))
+
+
 @functools.partial(jax.jit, static_argnames=("method", "max_steps", "optimizer", "stacked"))
 def _step(problem, state, *, method, max_steps, optimizer, stacked):
     outer = HOAG(max_steps, optimizer)
@@ -524,19 +554,21 @@ def hoag(
         **{name: arr(value) for name, value in numbers.items()},
     )
     static = dict(method=method, max_steps=max_iter, optimizer=optimizer, stacked=stacked)
-    state = _start(problem, theta, settings, **static)
-    times = None
     if callback is None:
-        state = _run(problem, state, **static)
-    else:
-        seen = [0]
+        # One program, kept exported with the compilation cache (hypergrad._exported): a
+        # fresh process neither traces nor lowers it again.
+        fit = functools.partial(_fit, **static)
+        outcome = _exported.call("hoag", fit, problem, theta, settings)
+        return _result(outcome, None, stacked, problem)
+    seen = [0]
 
-        def on_step(st, seconds):
-            callback(_entries(st.history, seen[0], seen[0] + 1, [seconds])[0])
-            seen[0] += 1
+    def on_step(st, seconds):
+        callback(_entries(st.history, seen[0], seen[0] + 1, [seconds])[0])
+        seen[0] += 1
 
-        state, times = iterate_outer(lambda s: _step(problem, s, **static), state, on_step)
-    return _result(state, times, stacked, problem)
+    state = _start(problem, theta, settings, **static)
+    state, times = iterate_outer(lambda s: _step(problem, s, **static), state, on_step)
+    return _result(_outcome(state), times, stacked, problem)
 
 
 def _entries(history, start, stop, times):
@@ -557,7 +589,7 @@ def _entries(history, start, stop, times):
     return out
 
 
-def _result(state, times, stacked, problem):
+def _result(state: HoagOutcome, times, stacked, problem):
     steps = int(state.k)
     if not np.isfinite(float(state.best_value)):
         raise FloatingPointError("hoag: the criterion was not finite at any step")
