@@ -25,12 +25,13 @@ updates costs `O(working_set^2)` instead of `O(n working_set)`), then epochs of 
 coordinate descent run on it, every `anderson + 1` epochs extrapolated by Anderson
 acceleration (kept only when it lowers the objective), until the working set's largest
 violation is below `subproblem_tol` times the largest violation over all features at the
-start of the round, or, when the working set holds the support, until the restricted
-problem's duality gap (exact in `O(working_set)` from the tracked gradient) is below half
-the run's gap target: a warm start whose working set is right then ends in one round,
-after the epochs that its gap needs. Shapes are static (the working set's size is fixed,
-the number of coordinates updated in it is data), so the solver runs under `jit` and
-`vmap` (folds) and does not retrace across penalties or tolerances.
+start of the round (the progress every round makes) and, when the working set holds the
+support, either below what the run's gap target asks of the violations or with the
+restricted problem's duality gap (exact in `O(working_set)` from the tracked gradient)
+below half that target: a warm start whose working set is right then ends in one round.
+Shapes are static (the working set's size is fixed, the number of coordinates updated in
+it is data), so the solver runs under `jit` and `vmap` (folds) and does not retrace
+across penalties or tolerances.
 
 References:
   Massias, Gramfort and Salmon, "Celer: a fast solver for the Lasso with dual
@@ -156,11 +157,15 @@ def _gap_terms(fit, w, grad, a, b, mask=None):
     return primal, (1.0 - t) ** 2 * fit + jnp.sum(jnp.where(mask, per, 0.0)), floor
 
 
-def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget, fit0, target):
+def _block_cd(
+    G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget, fit0, target, progress
+):
     """Cyclic coordinate descent on the working set's quadratic, `anderson + 1` epochs at a
     time with Anderson extrapolation, until the largest violation of the `k` active slots
     (mask `active`) is at most `tol_in`, or the restricted problem's duality gap is at most
-    `target`, or `budget` epochs are spent. Returns `(v, epochs)`.
+    `target` and that violation at most `progress` (so that every round makes progress
+    even when the features outside the block still violate), or `budget` epochs are
+    spent. Returns `(v, epochs)`.
 
     The block's gradient `g = G (v - v0) + g0` is carried along with `v` and updated by
     one Gram row per coordinate move, so no epoch needs a product with G; the data term's
@@ -188,7 +193,7 @@ def _block_cd(G, table, active, v0, g0, ab, bb, anderson, tol_in, epochs, budget
         crit = jnp.max(jnp.where(active, _violation(v, g, ab, bb), 0.0))
         fit = fit0 + 0.5 * (v - v0) @ (g + g0)
         gap = _gap_terms(fit, v, g, ab, bb, active)[1]
-        return (crit <= tol_in) | (gap <= target)
+        return (crit <= tol_in) | ((gap <= target) & (crit <= progress))
 
     K = anderson
 
@@ -509,7 +514,8 @@ class CoordinateDescent(AbstractSolver):
         # a warm start, one round solves the problem.
         tol = self.tol if state.tol is None else state.tol
         reach = 0.5 * tol * inner.scale / jnp.maximum(jnp.sum(jnp.abs(w)), floor)
-        tol_in = jnp.maximum(jnp.minimum(self.subproblem_tol * jnp.max(state.grad), reach), floor)
+        progress = jnp.maximum(self.subproblem_tol * jnp.max(state.grad), floor)
+        tol_in = jnp.maximum(jnp.minimum(progress, reach), floor)
         budget = inner.epochs + self.max_epochs
 
         # The restricted gap may stop the round first: half the run's target (the whole
@@ -533,6 +539,7 @@ class CoordinateDescent(AbstractSolver):
             budget,
             fit0,
             target,
+            progress,
         )
         w = w.at[jnp.where(filled, slots, p)].set(v, mode="drop")
         residual = inner.residual - (v - v0) @ rows
