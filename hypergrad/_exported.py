@@ -14,11 +14,13 @@ lowers it first: for HOAG over the folds of an estimator, 0.3-0.4 s of tracing a
 and the breast-cancer logistic regression). An exported program is the lowered module
 itself: deserialized in a few ms, then compiled through the same persistent cache.
 
-Keys. A program is stored under a hash of: `name`; the structure of `args` (their pytree
-definition, whose static parts hold the problem's configuration: solver, method,
-functions) with object addresses removed; each leaf's shape and dtype; the JAX version and
-backend; and a hash of the source of every module of this package, so that any change of
-the library's code (an upgrade, or an edit during development) misses every old entry.
+Keys. A program is stored under a hash of: `name`; `fn`'s module and name and the static
+settings bound to it (a `functools.partial`'s arguments, by their reprs); the structure of
+`args` (their pytree definition, whose static parts hold the problem's configuration:
+solver, method, functions); object addresses removed from both; each leaf's shape and
+dtype; the JAX version and backend; and a hash of the source of every module of this
+package, so that any change of the library's code (an upgrade, or an edit during
+development) misses every old entry.
 Two functions of the same name and module defined as closures over different values
 would print the same, so a user's problem could be handed the program of another: only
 code whose configuration the library builds itself runs inside `enabled()` (the
@@ -90,16 +92,29 @@ def _spec(x):
     return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
 
 
-def _key(name, tree, specs) -> str:
+def _describe(fn) -> str:
+    """`fn`'s identity and the static settings bound to it (a `functools.partial`'s
+    arguments: for HOAG, the method, the step limit, the optimizer)."""
+    if hasattr(fn, "__wrapped__"):  # jax.jit's wrapper: describe what it wraps
+        return _describe(fn.__wrapped__)
+    if isinstance(fn, functools.partial):
+        bound = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in sorted(fn.keywords.items())]
+        return f"{_describe(fn.func)}({', '.join(bound)})"
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _key(name, fn, tree, specs) -> str:
     parts = [
         name,
-        re.sub(r" at 0x[0-9a-fA-F]+", "", str(tree)),
+        _describe(fn),
+        str(tree),
         ";".join(f"{s.shape}{s.dtype}{int(s.weak_type)}" for s in specs),
         jax.__version__,
         jax.default_backend(),
         _source_hash(),
     ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", "\n".join(parts))  # object addresses
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _load(path: Path):
@@ -128,7 +143,7 @@ def call(name: str, fn, *args):
         return fn(*args)
     leaves, tree = jax.tree.flatten(args)
     specs = [_spec(x) for x in leaves]
-    key = _key(name, tree, specs)
+    key = _key(name, fn, tree, specs)
     exported = _MEMORY.get(key)
     if exported is None:
         folder = Path(folder)  # JAX's own folder: the exported ones sit beside it

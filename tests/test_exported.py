@@ -2,6 +2,8 @@
 tracing its programs again, with the same result as the plain (cache off) fit; only code
 inside `enabled()` uses them; a torn entry is rewritten; other shapes get other entries."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +92,21 @@ def test_only_enabled_blocks_export_and_shapes_key_the_entries(cache_on):
         assert float(_exported.call("t", _double_sum, x)["sum"]) == 6.0
         assert len(_entries(cache_on)) == 1
         assert float(_exported.call("t", _double_sum, jnp.arange(4.0))["sum"]) == 12.0
+    assert len(_entries(cache_on)) == 2
+
+
+def _scaled_sum(x, *, scale):
+    return {"sum": scale * jnp.sum(x)}
+
+
+def test_static_settings_bound_to_the_function_key_the_entries(cache_on):
+    # HOAG's step limit is bound by functools.partial, not passed as an array: two limits
+    # on the same data must not share a program.
+    x = jnp.arange(3.0)
+    with _exported.enabled():
+        two = _exported.call("t", jax.jit(functools.partial(_scaled_sum, scale=2.0)), x)
+        three = _exported.call("t", jax.jit(functools.partial(_scaled_sum, scale=3.0)), x)
+    assert (float(two["sum"]), float(three["sum"])) == (6.0, 9.0)
     assert len(_entries(cache_on)) == 2
 
 
