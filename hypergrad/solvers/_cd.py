@@ -401,22 +401,23 @@ class CoordinateDescent(AbstractSolver):
         """The round's working set: the support first (when it fits), then the largest
         violations, `2 * nnz` features in all (`start_size` from zero). Features already in
         a slot keep it; the others are appended, or, when they do not fit, the slots are
-        rebuilt from the working set. Returns `(slots, start, count, active)`: the new
-        slots, the first slot whose row and Gram entries must be computed, the new count
-        of filled slots, and the mask of slots updated this round."""
+        rebuilt from the working set. Returns `(slots, start, count, active, holds)`: the
+        new slots, the first slot whose row and Gram entries must be computed, the new
+        count of filled slots, the mask of slots updated this round, and whether the
+        working set holds the support (else the round is a block of a larger one)."""
         p, size = w.shape[0], inner.slots.shape[0]
         slots, count = inner.slots, inner.count
         support = w != 0
         nnz = jnp.sum(support)
         bonus = 1.0 + 2.0 * jnp.max(viol)
         # An eighth of the slots stays free after a rebuild, so that features entering in
-        # later rounds are appended rather than forcing another rebuild (`step` reads the
-        # same cap).
+        # later rounds are appended rather than forcing another rebuild.
         cap = size - size // 8
         # The support is forced in only when it leaves room for violators: otherwise the
         # round is a block of the largest violations (block coordinate descent), or no
         # feature could ever enter.
-        force = support & (nnz < cap)
+        holds = nnz < cap
+        force = support & holds
         _, top = jax.lax.top_k(jnp.where(force, viol + bonus, viol), size)
         want = jnp.clip(jnp.where(nnz == 0, self.start_size, 2 * nnz), 1, cap)
         wanted = jnp.arange(size) < want
@@ -435,7 +436,7 @@ class CoordinateDescent(AbstractSolver):
         start = jnp.where(overflow, 0, count)
         count = jnp.where(overflow, want, count + m).astype(jnp.int32)
         active = (jnp.arange(size) < count) & desired[slots]
-        return slots, start, count, active
+        return slots, start, count, active, holds
 
     def _refresh(self, X, s, W, slots, start, count, rows, gram):
         """`rows` and Gram entries of the slots `start <= i < count`, `chunk` slots at a
@@ -483,7 +484,7 @@ class CoordinateDescent(AbstractSolver):
         size = inner.slots.shape[0]
         a, b = self.prox.strengths(hparams, p, dtype)
         W = jnp.sum(s)
-        slots, first, count, active = self._working_set(w, state.grad, inner)
+        slots, first, count, active, holds_support = self._working_set(w, state.grad, inner)
         rows, G = self._refresh(X, s, W, slots, first, count, inner.rows, inner.gram)
         filled = jnp.arange(size) < count
 
@@ -523,7 +524,6 @@ class CoordinateDescent(AbstractSolver):
         # working set holds the support: a block of a larger support (block coordinate
         # descent) runs to its violation target.
         fit0 = jnp.sum(s * inner.residual**2) / (2 * W)
-        holds_support = jnp.sum(w != 0) < size - size // 8
         target = jnp.where(holds_support, 0.5 * tol * inner.scale, -1.0)
         v, epochs = _block_cd(
             G,
