@@ -12,6 +12,7 @@ from ._bilevel import BilevelProblem as BilevelProblem
 from ._cache import cache_dir as cache_dir
 from ._cache import disable_cache as disable_cache
 from ._cache import enable_cache as enable_cache
+from ._threads import serial_lapack as serial_lapack
 from .methods import CG as CG
 from .methods import ES as ES
 from .methods import GMRES as GMRES

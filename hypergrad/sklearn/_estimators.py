@@ -44,6 +44,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import _exported, problems
+from .._threads import serial_lapack
 from ..problems._ridge_path import RidgeFactors, loo_criterion
 from ..solvers import run
 from ..tune import hoag
@@ -271,7 +272,7 @@ class HyperLasso(_HyperRegressor):
     def fit(self, X, y):
         X, y = self._validate(X, y)
         bounds = _check_bounds(self.alpha_bounds, "alpha_bounds")
-        with jax.enable_x64(True):
+        with jax.enable_x64(True), serial_lapack():
             Xc, yc = self._center(X, y)
             amax = max(problems.alpha_max(Xc, yc), 1e-12)
             bounds = bounds or (amax * 1e-4, amax)
@@ -311,7 +312,7 @@ class HyperElasticNet(_HyperRegressor):
             "alpha": float(h["alpha1"] + h["alpha2"]),
             "l1_ratio": float(h["alpha1"] / (h["alpha1"] + h["alpha2"])),
         }
-        with jax.enable_x64(True):
+        with jax.enable_x64(True), serial_lapack():
             Xc, yc = self._center(X, y)
             amax = max(problems.alpha_max(Xc, yc), 1e-12)
             bounds = bounds or (amax * 1e-4, amax)
@@ -379,7 +380,7 @@ class HyperRidge(_HyperRegressor):
             mean_eig = max(float(np.sum(lam)) / max(min(n, p), 1), 1e-12)
             bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
         search = (*np.log(bounds), self.tol, self._scan, int(self.max_iter))
-        with jax.enable_x64(True):
+        with jax.enable_x64(True), serial_lapack():
             if self.cv is None:
                 Qp, lamp = _pad_factors(Q, lam)
                 yp = np.zeros(Qp.shape[0])
@@ -596,7 +597,7 @@ class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
         Cb = _check_bounds(self.C_bounds, "C_bounds") or (1e-4, 1e4)
         n, p = X.shape
         y01 = (y == self.classes_[1]).astype(np.float64)
-        with jax.enable_x64(True):
+        with jax.enable_x64(True), serial_lapack():
             # alpha = 1 / (C n): the penalty on the averaged loss.
             bounds = (1 / (Cb[1] * n), 1 / (Cb[0] * n))
             start = float(np.clip(1.0 / n, *bounds))

@@ -43,6 +43,7 @@ import optax
 
 from .._bilevel import BilevelProblem
 from .._contracts import check_keys
+from .._threads import serial_lapack
 from .._types import Array, HParams, Params
 from ..methods import hypergradient, problem_method
 from ..methods._base import AbstractMethod
@@ -598,7 +599,8 @@ def descend(
         max_steps=steps,
     )
     options = dict(tol=tol, min_improvement=min_improvement, patience=patience)
-    res = run_descent(static, problem, hparams, state, key, steps, inner_tol, options, callback)
+    with serial_lapack():  # small factorizations in every step (hypergrad._threads)
+        res = run_descent(static, problem, hparams, state, key, steps, inner_tol, options, callback)
     if throw:
         message = inner_failure_message(res.inner_status, "descend")
         if message:

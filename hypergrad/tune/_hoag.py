@@ -48,6 +48,7 @@ import numpy as np
 from .. import _exported
 from .._bilevel import BilevelProblem
 from .._contracts import check_keys
+from .._threads import serial_lapack
 from .._types import Array
 from ..methods import hypergradient, problem_method
 from ..methods._base import AbstractMethod
@@ -558,17 +559,19 @@ def hoag(
         # One program, kept exported with the compilation cache (hypergrad._exported): a
         # fresh process neither traces nor lowers it again.
         fit = functools.partial(_fit, **static)
-        outcome = _exported.call("hoag", fit, problem, theta, settings)
-        return _result(outcome, None, stacked, problem)
+        with serial_lapack():  # the working sets' small factorizations (hypergrad._threads)
+            outcome = _exported.call("hoag", fit, problem, theta, settings)
+            return _result(outcome, None, stacked, problem)
     seen = [0]
 
     def on_step(st, seconds):
         callback(_entries(st.history, seen[0], seen[0] + 1, [seconds])[0])
         seen[0] += 1
 
-    state = _start(problem, theta, settings, **static)
-    state, times = iterate_outer(lambda s: _step(problem, s, **static), state, on_step)
-    return _result(_outcome(state), times, stacked, problem)
+    with serial_lapack():
+        state = _start(problem, theta, settings, **static)
+        state, times = iterate_outer(lambda s: _step(problem, s, **static), state, on_step)
+        return _result(_outcome(state), times, stacked, problem)
 
 
 def _entries(history, start, stop, times):

@@ -71,6 +71,7 @@ import numpy as np
 import optax
 
 from .._bilevel import BilevelProblem
+from .._threads import serial_lapack
 from ..analysis import GAP_THRESHOLD, ValidationGap, ValidationOverfitWarning, validation_gap
 from ..methods._base import AbstractMethod
 from ..records import Records, reference
@@ -386,4 +387,5 @@ def tune(
     if not isinstance(records, Records):
         raise TypeError(f"records must be hypergrad.records.Records, got {records!r}")
     progress = sys.stderr.isatty() if progress is None else progress
-    return _Tuner(problem, space, settings, proposer, records, progress).run()
+    with serial_lapack():  # small factorizations in every step (hypergrad._threads)
+        return _Tuner(problem, space, settings, proposer, records, progress).run()
