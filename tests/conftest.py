@@ -1,5 +1,5 @@
 """Test configuration: float64 on, a PRNG key fixture, a derandomized Hypothesis profile,
-and one compilation cache for the whole test run.
+one BLAS thread per process, and one compilation cache for the whole test run.
 
 The cache: off for the suite (`HYPERGRAD_CACHE=0` set in `os.environ` before any test
 module imports hypergrad, so xdist workers and every subprocess a test starts inherit
@@ -19,9 +19,17 @@ import sys
 
 import jax
 import pytest
+import scipy.linalg  # noqa: F401  (JAX's CPU LAPACK is SciPy's OpenBLAS: loaded before the limit)
 from hypothesis import HealthCheck, settings
+from threadpoolctl import threadpool_limits
 
 jax.config.update("jax_enable_x64", True)
+
+# One BLAS thread per test process (two xdist workers share two cores; the threads of a
+# factorization wait for the other worker's, see hypergrad/_threads.py), and in the
+# processes the tests start. Tests of thread counts set their own.
+threadpool_limits(1)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 settings.register_profile(
     "ci",

@@ -278,3 +278,55 @@ def test_truncated_short_of_the_run_has_its_predicted_bias(k):
     # part is g_val (I - lr H)^k H^{-1} w*, which shrinks geometrically in k: by k = 40
     # it is below 1e-7 relative on this problem, so short truncations are the test).
     assert abs(want - exact) > 1e-3 * abs(exact)
+
+
+@pytest.mark.parametrize("linear_solver", [hg.GMRES(tol=1e-13), hg.BiCGStab(tol=1e-13), hg.Dense()])
+def test_nonsymmetric_condition_through_solve_and_hypergradient(linear_solver):
+    """A user's condition with a non-symmetric Jacobian: reverse mode and
+    `hypergradient`'s adjoint must solve with its transpose (a solve with the Jacobian
+    itself passed every other test: the library's own conditions are all symmetric).
+    `F(p, h) = A (S p - h)`, A not symmetric, vanishes where the quadratic
+    `p^T S p / 2 - h^T p` is minimal, at `p* = S^{-1} h`, so `d(c^T p*)/dh = S^{-1} c`
+    whatever A; solving with `A S` instead of its transpose gives `A^T S^{-1} A^{-1} c`."""
+    rng = np.random.default_rng(3)
+    M = rng.standard_normal((4, 4))
+    S = jnp.asarray(M @ M.T + 4 * np.eye(4))
+    A = jnp.asarray(np.eye(4) + np.triu(rng.standard_normal((4, 4)), 1))  # invertible
+    c = jnp.asarray(rng.standard_normal(4))
+    cond = hg.methods.OptimalityCondition(
+        residual=lambda p, h, a: A @ (S @ p - h["b"]), symmetric=False
+    )
+
+    def fun(p, h, a):
+        return 0.5 * p @ S @ p - h["b"] @ p
+
+    def criterion(b):
+        sol = hg.solve(
+            fun,
+            jnp.zeros(4),
+            {"b": b},
+            solver=Newton(max_steps=20, tol=1e-14),
+            method=hg.Implicit(linear_solver),
+            optimality=cond,
+        )
+        return c @ sol.params
+
+    b = jnp.asarray(rng.standard_normal(4))
+    expected = np.linalg.solve(np.asarray(S), np.asarray(c))
+    np.testing.assert_allclose(jax.grad(criterion)(b), expected, rtol=1e-9)
+    # Forward mode solves with the Jacobian itself: the same derivative, one direction.
+    e0 = jnp.eye(4)[0]
+    np.testing.assert_allclose(jax.jvp(criterion, (b,), (e0,))[1], expected[0], rtol=1e-9)
+    # hypergradient's adjoint system is the transposed one, solved explicitly.
+    problem = hg.BilevelProblem(
+        inner=fun,
+        outer=lambda p, h, a: c @ p,
+        init_params=jnp.zeros(4),
+        hparams={"b": b},
+        train=None,
+        val=None,
+        optimality=cond,
+        solver=Newton(max_steps=20, tol=1e-14),
+        method=hg.Implicit(linear_solver),
+    )
+    np.testing.assert_allclose(hg.hypergradient(problem, {"b": b}).grad["b"], expected, rtol=1e-9)

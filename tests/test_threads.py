@@ -17,7 +17,7 @@ def _blas_threads():
 def test_one_thread_inside_and_the_users_count_after():
     jnp.linalg.cholesky(jnp.eye(3)).block_until_ready()  # JAX's LAPACK (SciPy's) loaded
     with threadpool_limits(2, user_api="blas"):
-        assert _blas_threads() == [2]
+        assert _blas_threads() == [2]  # conftest's one thread lifted for the test
         with hg.serial_lapack():
             assert _blas_threads() == [1]
         assert _blas_threads() == [2]

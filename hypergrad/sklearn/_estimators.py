@@ -246,9 +246,11 @@ class HyperLasso(_HyperRegressor):
       max_iter: the largest number of outer (HOAG) steps; the search stops earlier when
         it has converged (`stop_reason_` says why it stopped: "gradient", "step" or
         "stall", see `hypergrad.tune.hoag`, or "max_iter").
-      tol: the inner tolerance (relative duality gap) and adjoint tolerance: scikit-learn's
-        `tol`, with its default (the CV criterion moves by far less than its spread over
-        folds at that precision; smaller values cost inner epochs, not accuracy).
+      tol: the inner tolerance (relative duality gap) of the folds' solves and of the
+        refit on all rows, and the adjoint tolerance: scikit-learn's `tol`, with its
+        default (`LassoCV` refits at it too; the CV criterion moves by far less than its
+        spread over folds at that precision; smaller values cost inner epochs, not
+        accuracy).
       fit_intercept: center `X` and `y` and fit an intercept.
       criterion: "cv" (K-fold mean squared error).
 
@@ -279,7 +281,8 @@ class HyperLasso(_HyperRegressor):
             start = float(np.clip(amax / 10, *bounds))
             res = self._tune(Xc, yc, bounds, {"alpha": start}, {})
             self.alpha_ = float(res.hparams["alpha"])
-            w = self._refit(Xc, yc, {"alpha": self.alpha_}, {}, np.mean(res.params, axis=0))
+            start = np.mean(res.params, axis=0)
+            w = self._refit(Xc, yc, {"alpha": self.alpha_}, {"tol": self.tol}, start)
         self._finish(w, X.shape[1])
         self._record(res, lambda h: {"alpha": float(h["alpha"])})
         return self
@@ -319,7 +322,7 @@ class HyperElasticNet(_HyperRegressor):
             s = float(np.clip(amax / 20, *bounds))
             res = self._tune(Xc, yc, bounds, {"alpha1": s, "alpha2": s}, {})
             h = {k: float(v) for k, v in res.hparams.items()}
-            w = self._refit(Xc, yc, h, {}, np.mean(res.params, axis=0))
+            w = self._refit(Xc, yc, h, {"tol": self.tol}, np.mean(res.params, axis=0))
         self.alpha_, self.l1_ratio_ = to_sk(h)["alpha"], to_sk(h)["l1_ratio"]
         self._finish(w, X.shape[1])
         self._record(res, to_sk)
