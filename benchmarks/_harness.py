@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "hypergradient_cost": "benchmarks.hypergradient_cost",
     "regularization": "benchmarks.regularization",
     "startup": "benchmarks.startup",
+    "threads": "benchmarks.threads",
     "tuning": "benchmarks.tuning",
 }
 

@@ -3,8 +3,9 @@
 Interface: `serial_lapack()`, a context manager (also exported as
 `hypergrad.serial_lapack`). Inside it, the BLAS libraries loaded in the process (SciPy's
 and NumPy's OpenBLAS) use one thread; on leaving, their previous thread counts come back.
-`hoag`, `tune`, `descend` and the estimators' `fit` enter it themselves; wrap your own
-loops of `hypergradient` or `solve` calls in it for the same effect. Setting
+`hoag`, `tune`, `descend` and the fits of `HyperLasso`, `HyperElasticNet` and
+`HyperLogisticRegression` enter it themselves; wrap your own loops of `hypergradient` or
+`solve` calls in it for the same effect. Setting
 `HYPERGRAD_SERIAL_LAPACK=0` (or `false`, `off`, `no`; read at the first use) turns it
 into a no-op.
 
@@ -13,14 +14,12 @@ SciPy's LAPACK, that is OpenBLAS with as many threads as cores. The hypergradien
 sparse models factor a small matrix (the working set's support, 32 to 256 square) at
 every outer step and fold, and a threaded factorization of that size mostly waits for
 its threads, which the operating system deschedules whenever anything else runs.
-Measured on the 2-core machine (jax 0.10.2; the scripts are described in the commit
-that added it): 40 Cholesky factorizations of a 256 x 256 matrix in one compiled loop,
-18 ms with one thread; with two, 18 ms on the quiet machine (49 ms on the first call)
-and 62 ms to 6.2 s while a test run used the other core. `HyperLasso().fit` on 240 x
-1500 rows: 0.11-0.13 s against 0.12-0.15 s quiet, 0.12 s against 0.19 s beside a busy
-loop on one core. Large factorizations would lose up to a factor of the number of cores
-instead; the library's inside its loops are small (`HyperRidge` factors the data on
-the host, outside the block, with the user's threads).
+`python -m benchmarks run threads` (fresh processes, warm cache, `HyperLasso().fit` on
+240 x 1500 rows, the 2-core machine): 0.109 s against 0.131 s with the default threads
+when quiet, 0.142 s against 0.185 s beside a process spinning on one core. Large
+factorizations would lose up to a factor of the number of cores instead; the library's
+inside its loops are small (`HyperRidge`, which factors the data on the host and nothing
+in its search, does not enter the block).
 
 What it touches: the thread count of every BLAS library of the process, for the time of
 the block (threadpoolctl, which scikit-learn also uses and brings). Like threadpoolctl's

@@ -383,7 +383,9 @@ class HyperRidge(_HyperRegressor):
             mean_eig = max(float(np.sum(lam)) / max(min(n, p), 1), 1e-12)
             bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
         search = (*np.log(bounds), self.tol, self._scan, int(self.max_iter))
-        with jax.enable_x64(True), serial_lapack():
+        # Not inside serial_lapack: the search factors nothing, and the K-fold path's
+        # per-fold factorizations (`_ridge_folds`) run on the host with the user's threads.
+        with jax.enable_x64(True):
             if self.cv is None:
                 Qp, lamp = _pad_factors(Q, lam)
                 yp = np.zeros(Qp.shape[0])
