@@ -97,6 +97,51 @@ def test_regressors_match_sklearn_cv(diabetes, kind):
         assert ours.stop_reason_ in ("gradient", "step", "stall")
 
 
+def _loo_mse_by_refits(X, y, alpha):
+    """Leave-one-out mean squared error of `Ridge(alpha)` by n explicit refits."""
+    errors = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        model = Ridge(alpha=alpha, solver="cholesky").fit(X[keep], y[keep])
+        errors.append(y[i] - model.predict(X[i : i + 1])[0])
+    return float(np.mean(np.square(errors)))
+
+
+def _kfold_mse_by_fits(X, y, alpha, cv):
+    model = Ridge(alpha=alpha, solver="cholesky")
+    return _cv_mse(model, X, y, cv)
+
+
+@pytest.mark.parametrize("shape", [(30, 6), (18, 40)])  # rows > and < features
+@pytest.mark.parametrize("cv", [None, 3])
+def test_ridge_search_derivatives(shape, cv):
+    """HyperRidge's search runs on closed-form values and first and second derivatives in
+    log alpha (leave-one-out, K-fold): values against explicit refits by scikit-learn,
+    derivatives against central differences of those refits."""
+    from hypergrad.sklearn._estimators import _factor, _KFoldPath, _LooPath
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal(shape) @ np.diag(np.linspace(0.3, 2.0, shape[1]))
+    y = X[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.7 * rng.standard_normal(shape[0]) + 4.0
+    if cv is None:
+        Q, lam, _ = _factor(X, X.mean(0))
+        path = _LooPath(Q, lam, y - y.mean(), intercept=True)
+        reference = lambda a: _loo_mse_by_refits(X, y, a)  # noqa: E731
+    else:
+        folds = KFold(cv)
+        path = _KFoldPath(*HyperRidge(cv=folds)._ridge_folds(X, y))
+        reference = lambda a: _kfold_mse_by_fits(X, y, a, folds)  # noqa: E731
+    t = np.log([0.05, 1.0, 20.0])
+    values = path.values(t)
+    h = 1e-3
+    for i, ti in enumerate(t):
+        lo, mid, hi = (reference(np.exp(ti + d)) for d in (-h, 0.0, h))
+        f, g, c = path.newton(ti)
+        np.testing.assert_allclose([f, values[i]], mid, rtol=1e-9)
+        np.testing.assert_allclose(g, (hi - lo) / (2 * h), rtol=1e-5, atol=1e-9 * mid)
+        np.testing.assert_allclose(c, (hi - 2 * mid + lo) / h**2, rtol=1e-3, atol=1e-6 * mid)
+
+
 def _l1_logistic_cv_loss(X, y, cv, C):
     """The CV log-loss of `LogisticRegression(C, l1_ratio=1)` solved exactly (L-BFGS-B).
     saga, scikit-learn's L1 solver, stops at max_iter=5000 on these data off by up to 4%

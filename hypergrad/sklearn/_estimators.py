@@ -7,9 +7,10 @@ then refits on all rows. The sparse models and logistic regression run HOAG
 (`hypergrad.tune.hoag`) over the K folds as one program (`vmap`), with warm-started
 working-set solvers, and stop when converged (`max_iter` is a cap); ridge needs no
 iterative solver at all: one factorization gives the criterion and its exact
-hypergradient for every penalty (`hypergrad.problems.ridge_factors`), leave-one-out by
-default as `RidgeCV`. After `fit`: `alpha_` (or `C_`), `coef_`, `intercept_`, `history_`
-(one entry per criterion evaluation: penalty, criterion, inner iterations, wall time
+hypergradient and curvature for every penalty in closed form (NumPy on the host; in JAX:
+`hypergrad.problems.ridge_factors`), leave-one-out by default as `RidgeCV`. After `fit`:
+`alpha_` (or `C_`), `coef_`, `intercept_`, `history_` (one entry per criterion
+evaluation: penalty, criterion, inner iterations, wall time
 where measured), `n_iter_` (outer steps), `n_inner_solves_`, `stop_reason_`, `cv_value_`
 (the cross-validation criterion at the chosen penalty). `validation_gap(X_test, y_test)`
 re-checks that choice on held-out rows (`hypergrad.analysis.validation_gap`: a warning
@@ -33,8 +34,6 @@ fitting data of nearby shapes reuses compiled programs. The computation runs in 
 whatever JAX's default.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +44,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import _exported, problems
 from .._threads import serial_lapack
-from ..problems._ridge_path import RidgeFactors, loo_criterion
 from ..solvers import run
 from ..tune import hoag
 
@@ -340,9 +338,10 @@ class HyperRidge(_HyperRegressor):
     Args:
       cv: None (default) for the leave-one-out error in closed form (`RidgeCV`'s
         default), or folds as in scikit-learn (one factorization per fold). The
-        factorizations use the host's LAPACK, as `RidgeCV`; the search over `alpha`
-        is compiled JAX (`hypergrad.problems.ridge_factors` and `loo_mse` are the JAX
-        path for accelerators).
+        factorizations use the host's LAPACK, as `RidgeCV`, and the search over `alpha`
+        is NumPy on their factors, with the criterion's derivatives in closed form:
+        nothing is compiled (`hypergrad.problems.ridge_factors` and `loo_mse` are the
+        same computation in JAX, for accelerators and for `tune`).
       alpha_bounds: `(lower, upper)` on scikit-learn's scale (`||y - X w||^2 + alpha
         ||w||^2`); default `(1e-6, 1e6)` times the mean eigenvalue of `X^T X`.
       max_iter: the largest number of Newton steps after the scan.
@@ -382,27 +381,21 @@ class HyperRidge(_HyperRegressor):
         if bounds is None:  # around the mean eigenvalue of Xc^T Xc (its trace over its rank)
             mean_eig = max(float(np.sum(lam)) / max(min(n, p), 1), 1e-12)
             bounds = (1e-6 * mean_eig, 1e6 * mean_eig)
-        search = (*np.log(bounds), self.tol, self._scan, int(self.max_iter))
-        # Not inside serial_lapack: the search factors nothing, and the K-fold path's
-        # per-fold factorizations (`_ridge_folds`) run on the host with the user's threads.
-        with jax.enable_x64(True):
-            if self.cv is None:
-                Qp, lamp = _pad_factors(Q, lam)
-                yp = np.zeros(Qp.shape[0])
-                yp[:n] = yc
-                intercept = bool(self.fit_intercept)
-                found, history = _ridge_loo(Qp, lamp, yp, n, intercept, *search)
-            else:
-                found, history = _ridge_kfold(*self._ridge_folds(X, y), *search)
-            self.alpha_ = float(np.exp(found))
+        if self.cv is None:
+            path = _LooPath(Q, lam, yc, bool(self.fit_intercept))
+        else:
+            path = _KFoldPath(*self._ridge_folds(X, y))
+        found, alphas, values, steps = _minimize_log(
+            path, *np.log(bounds), self.tol, self._scan, int(self.max_iter)
+        )
+        self.alpha_ = float(np.exp(found))
         self._finish(coef_map(self.alpha_, Q, lam, yc), p)
-        alphas, values, steps = (np.asarray(a) for a in history)
         used = ~np.isnan(values)
         self.history_ = [
-            {"alpha": float(np.exp(a)), "criterion": float(v), "inner_steps": 0, "time_s": None}
-            for a, v in zip(alphas[used], values[used], strict=True)
+            {"alpha": a, "criterion": v, "inner_steps": 0, "time_s": None}
+            for a, v in zip(np.exp(alphas[used]).tolist(), values[used].tolist(), strict=True)
         ]
-        self.n_iter_ = int(steps)
+        self.n_iter_ = steps
         self.n_inner_solves_ = 0
         self.stop_reason_ = "step" if self.n_iter_ < int(self.max_iter) else "max_iter"
         self.cv_value_ = float(np.min(values[used]))
@@ -420,8 +413,8 @@ class HyperRidge(_HyperRegressor):
             Q, lam, _ = _factor(X[tr] - xm, np.zeros(X.shape[1]))
             V = _right_vectors(X[tr] - xm, Q, lam)
             parts.append(((X[va] - xm) @ V, lam, Q.T @ (y[tr] - ym), y[va] - ym))
-        m = problems.bucket(max(len(va) for _, va in folds))
-        r = problems.bucket(max(len(lam) for _, lam, _, _ in parts))
+        m = max(len(va) for _, va in folds)
+        r = max(len(lam) for _, lam, _, _ in parts)
         k = len(parts)
         B, L, Qy = np.zeros((k, m, r)), np.zeros((k, r)), np.zeros((k, r))
         yv, wv = np.zeros((k, m)), np.zeros((k, m))
@@ -436,9 +429,8 @@ def _factor(X, mean):
     factorization `RidgeCV` computes, at the same cost), the spectrum's round-off part
     zeroed, and `coef(alpha, Q, lam, y)` the ridge coefficients at `alpha`. The centered
     Gram matrix is formed from `X` by rank-one corrections (no centered copy of `X`).
-    The path search then runs in JAX on `Q` and `lam` only
-    (`hypergrad.problems.ridge_factors` is the same factorization in JAX, for
-    accelerators)."""
+    The path search then runs on `Q` and `lam` only (`hypergrad.problems.ridge_factors`
+    is the same factorization in JAX, for accelerators)."""
     import scipy.linalg
     from scipy.linalg.blas import dsyrk
 
@@ -480,77 +472,104 @@ def _right_vectors(X, Q, lam):
     return (X.T @ Q) * np.where(lam > 0, 1 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
 
 
-def _pad_factors(Q, lam):
-    return _pad(Q, lam, axis=1)
+def _shrinks(lam, t):
+    """`s = lam / (lam + e^t)` (`lam` of shape `(..., r)`, one scalar `t`) with its first
+    and second derivatives in `t`, `-s (1 - s)` and `s (1 - s) (1 - 2 s)`, stacked on a
+    last axis of 3."""
+    s = lam / (lam + np.exp(t))
+    d1 = -s * (1.0 - s)
+    return np.stack([s, d1, -d1 * (1.0 - 2.0 * s)], axis=-1)
 
 
-def _minimize_log(criterion, lo, hi, tol, scan, max_iter):
-    """Minimize `criterion(log alpha)` over `[lo, hi]`: the best of `scan` log-spaced
-    points, then Newton steps (gradient and curvature by JAX) kept inside the scanned
-    bracket around it, halved when they do not decrease the criterion. Returns
-    `(log alpha, history (points, values, newton steps))`."""
-    grid = jnp.linspace(lo, hi, scan)
-    values = jax.vmap(criterion)(grid)
-    i = jnp.argmin(jnp.where(jnp.isnan(values), jnp.inf, values))
-    left, right = grid[jnp.maximum(i - 1, 0)], grid[jnp.minimum(i + 1, scan - 1)]
-    grad = jax.grad(criterion)
+class _LooPath:
+    """The leave-one-out mean squared error of ridge on the eigenvectors `Q` (rows x r)
+    and eigenvalues `lam` of the centered Gram matrix (`RidgeCV`'s criterion, and
+    `hypergrad.problems.loo_mse`'s) as a function of `t = log alpha`: `values(t)` at many
+    points, `newton(t)` the value with its first and second derivatives at one, in closed
+    form. The leave-one-out residuals are `e = r / d`, `r = y - Q diag(s) Q^T y` the
+    residuals and `d = 1 - diag(H)` the hat matrix's complement, each linear in
+    `s = lam / (lam + alpha)`; then `e' = (r' - e d') / d` and `e'' = (r'' - 2 e' d' - e
+    d'') / d`. Two `(n, r)` products per call. Where `d = 0` (interpolation: `n <= p` and
+    `alpha -> 0`) the value is nan."""
 
-    def curvature(t):
-        return jax.jvp(grad, (t,), (jnp.ones_like(t),))[1]
+    def __init__(self, Q, lam, y, intercept):
+        self.A, self.q2, self.lam, self.y = Q * (Q.T @ y), Q**2, lam, y
+        self.one = 1.0 - float(intercept) / len(y)  # the intercept's leverage, 1 / n
 
-    def body(carry):
-        t, f, k, _, pts, vals = carry
-        g, c = grad(t), curvature(t)
-        newton = jnp.where(c > 0, -g / jnp.where(c > 0, c, 1.0), -jnp.sign(g) * (right - left) / 4)
-        trial = jnp.clip(t + newton, left, right)
+    def values(self, t):
+        S = self.lam[:, None] / (self.lam[:, None] + np.exp(t))  # (r, m)
+        e = (self.y[:, None] - self.A @ S) / (self.one - self.q2 @ S)
+        return np.einsum("im,im->m", e, e) / len(self.y)
 
-        def halve(carry):
-            s, _ = carry
-            s = t + 0.5 * (s - t)
-            return s, criterion(s)
-
-        trial, f_trial = jax.lax.while_loop(
-            lambda c: (c[1] > f) & (jnp.abs(c[0] - t) > tol), halve, (trial, criterion(trial))
-        )
-        better = f_trial <= f
-        moved = jnp.abs(trial - t)
-        t, f = jnp.where(better, trial, t), jnp.where(better, f_trial, f)
-        pts, vals = pts.at[scan + k].set(trial), vals.at[scan + k].set(f_trial)
-        return t, f, k + 1, jnp.where(better, moved, 0.0), pts, vals
-
-    def cond(carry):
-        _, _, k, moved, _, _ = carry
-        return (k < max_iter) & (moved > tol)
-
-    nan = jnp.full(max_iter, jnp.nan, grid.dtype)
-    pts, vals = jnp.concatenate([grid, nan]), jnp.concatenate([values, nan])
-    init = (
-        grid[i],
-        values[i],
-        jnp.zeros((), jnp.int32),
-        jnp.asarray(jnp.inf, grid.dtype),
-        pts,
-        vals,
-    )
-    t, _, k, _, pts, vals = jax.lax.while_loop(cond, body, init)
-    return t, (pts, vals, k)
+    def newton(self, t):
+        S = _shrinks(self.lam, t)  # (r, 3)
+        R, D = self.A @ S, self.q2 @ S
+        r, d = self.y - R[:, 0], self.one - D[:, 0]
+        e = r / d
+        e1 = (e * D[:, 1] - R[:, 1]) / d
+        e2 = (e * D[:, 2] - R[:, 2] + 2.0 * e1 * D[:, 1]) / d
+        n = len(self.y)
+        return e @ e / n, 2.0 * (e @ e1) / n, 2.0 * (e1 @ e1 + e @ e2) / n
 
 
-@functools.partial(jax.jit, static_argnames=("n", "intercept", "scan", "max_iter"))
-def _ridge_loo(Q, lam, y, n, intercept, lo, hi, tol, scan, max_iter):
-    f = RidgeFactors(Q, lam, y, jnp.asarray(float(intercept), Q.dtype), jnp.asarray(n, Q.dtype))
-    criterion = loo_criterion(f)
-    return _minimize_log(lambda t: criterion(jnp.exp(t)), lo, hi, tol, scan, max_iter)
+class _KFoldPath:
+    """The K-fold mean squared error of ridge as a function of `t = log alpha`, each
+    fold's validation predictions `B diag(sqrt(lam) / (lam + alpha)) Q^T y` (see
+    `HyperRidge._ridge_folds`; `sqrt(lam) / (lam + alpha) = s / sqrt(lam)`, linear in
+    `s`), with `values` and `newton` as `_LooPath`'s."""
+
+    def __init__(self, B, lam, qty, yv, wv):
+        root = np.sqrt(lam)
+        scale = np.where(root > 0, qty / np.where(root > 0, root, 1.0), 0.0)
+        self.C, self.lam, self.yv = B * scale[:, None, :], lam, yv
+        self.w = wv / (wv.sum(1, keepdims=True) * len(wv))  # each fold's mean, then theirs
+
+    def values(self, t):
+        S = self.lam[..., None] / (self.lam[..., None] + np.exp(t))  # (k, r, m)
+        e = self.C @ S - self.yv[..., None]  # (k, rows, m)
+        return np.sum(self.w[..., None] * e**2, (0, 1))
+
+    def newton(self, t):
+        E = self.C @ _shrinks(self.lam, t)  # (k, rows, 3)
+        e, e1, e2 = E[..., 0] - self.yv, E[..., 1], E[..., 2]
+        w = self.w
+        return np.sum(w * e**2), 2.0 * np.sum(w * e * e1), 2.0 * np.sum(w * (e1**2 + e * e2))
 
 
-@functools.partial(jax.jit, static_argnames=("scan", "max_iter"))
-def _ridge_kfold(B, lam, qty, yv, wv, lo, hi, tol, scan, max_iter):
-    def criterion(t):
-        shrink = jnp.sqrt(lam) / (lam + jnp.exp(t))  # (k, r)
-        errors = jnp.einsum("kmr,kr->km", B, shrink * qty) - yv
-        return jnp.mean(jnp.sum(wv * errors**2, axis=1) / jnp.sum(wv, axis=1))
+def _minimize_log(path, lo, hi, tol, scan, max_iter):
+    """Minimize a criterion of `log alpha` over `[lo, hi]`: the best of `scan` log-spaced
+    points (`path.values`), then Newton steps on its closed-form derivatives
+    (`path.newton(t)`: value, first and second derivative), kept inside the scanned
+    bracket around the best point and halved while they do not decrease the criterion;
+    stops when a step moves `log alpha` by at most `tol`. NumPy on the host: a few small
+    matrix products per step, less than a compiled program's dispatch.
 
-    return _minimize_log(criterion, lo, hi, tol, scan, max_iter)
+    Returns `(log alpha, points, values, newton steps)`, points and values in order of
+    evaluation (the scan's first)."""
+    grid = np.linspace(lo, hi, scan)
+    with np.errstate(divide="ignore", invalid="ignore"):  # see the paths: nan, not a warning
+        values = path.values(grid)
+        i = int(np.argmin(np.where(np.isnan(values), np.inf, values)))
+        left, right = grid[max(i - 1, 0)], grid[min(i + 1, scan - 1)]
+        t = float(grid[i])
+        f, g, c = path.newton(t)
+        points, vals = grid.tolist(), values.tolist()
+        k, moved = 0, np.inf
+        while k < max_iter and moved > tol:
+            step = -g / c if c > 0 else -np.sign(g) * (right - left) / 4
+            trial = min(max(t + step, left), right)
+            while True:
+                ft, gt, ct = path.newton(trial)
+                if not (ft > f and abs(trial - t) > tol):
+                    break
+                trial = t + 0.5 * (trial - t)
+            points.append(trial)
+            vals.append(ft)
+            k += 1
+            moved = abs(trial - t) if ft <= f else 0.0
+            if ft <= f:
+                t, f, g, c = trial, ft, gt, ct
+    return t, np.array(points), np.array(vals), k
 
 
 class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
