@@ -187,3 +187,51 @@ def test_hoag_bounds_by_name(data):
 def test_hoag_bad_arguments(lasso, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         hoag(lasso, **kwargs)
+
+
+def test_bracket_point_is_the_minimizer_of_the_interpolating_cubic():
+    """Inside a bracket of one hyperparameter, HOAG steps to the minimizer of the cubic
+    through the two ends' values and slopes: exact for a cubic criterion (the reference:
+    the root of its derivative by NumPy), and kept a tenth of the width from the ends."""
+    from hypergrad.tune._hoag import _bracket_point
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(300):
+        c = rng.standard_normal(4)
+        f, df = np.poly1d(c), np.poly1d(c).deriv()
+        a, b = sorted(rng.uniform(-3, 3, 2))
+        if not df(a) < 0 < df(b):  # a bracket: the slope changes sign
+            continue
+        roots = [r.real for r in df.r if abs(r.imag) < 1e-12 and a < r.real < b]
+        (t_min,) = [r for r in roots if df.deriv()(r) > 0]
+        got = float(_bracket_point(a, f(a), df(a), b, f(b), df(b)))
+        expect = np.clip(t_min, a + 0.1 * (b - a), b - 0.1 * (b - a))
+        np.testing.assert_allclose(got, expect, rtol=1e-10, atol=1e-10)
+        # Either end may be the anchor.
+        np.testing.assert_allclose(_bracket_point(b, f(b), df(b), a, f(a), df(a)), got, atol=1e-10)
+        checked += 1
+    assert checked >= 10
+
+
+def test_hoag_one_hyperparameter_closes_its_bracket():
+    """Ridge with one penalty: HOAG brackets the minimum of the held-out loss and stops
+    when the bracket is narrower than `step_tol` (reason "step", with `value_tol=1e-300`
+    the only way to it), at the minimizer found by SciPy on the closed-form loss."""
+    from scipy.optimize import minimize_scalar
+
+    X, y = problems.synthetic_regression(90, 15, noise=1.0, correlation=0.3, seed=3)
+    X, y = X - X.mean(0), y - y.mean()
+    Xt, yt, Xv, yv = X[:60], y[:60], X[60:], y[60:]
+    pr = problems.ridge(Xt, yt, Xv, yv, alpha=1.0)
+
+    def held_out(t):
+        w = np.linalg.solve(Xt.T @ Xt / 60 + np.exp(t) * np.eye(15), Xt.T @ yt / 60)
+        return 0.5 * np.mean((Xv @ w - yv) ** 2)
+
+    best = minimize_scalar(held_out, bounds=(-12, 6), method="bounded", options={"xatol": 1e-10})
+    # Precise inner solves from the start (tol): the bracket rests on exact signs.
+    settings = dict(tol=1e-10, min_tol=1e-12, grad_tol=1e-9, patience=40)
+    res = hoag(pr, max_iter=40, step_tol=1e-6, value_tol=1e-300, **settings)
+    assert res.stop_reason == "step" and len(res.history) < 25
+    np.testing.assert_allclose(np.log(float(res.hparams["alpha"])), best.x, atol=1e-5)

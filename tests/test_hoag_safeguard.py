@@ -1,7 +1,8 @@
 """HOAG's safeguard, read from a run's public history: a rejected step is retried from
 the last accepted point along the same gradient at half the step size, so the next move
 from that point is exactly half the rejected move (Pedregosa 2016, Algorithm 1's
-backtracking; hypergrad.tune.hoag's module docstring, step 3)."""
+backtracking; hypergrad.tune.hoag's module docstring, step 3). With two hyperparameters
+(the elastic net's): with one, HOAG steps inside a bracket instead (test_hoag)."""
 
 import numpy as np
 
@@ -12,9 +13,9 @@ from hypergrad.tune import hoag
 def test_a_rejected_step_is_retried_at_half_the_step():
     X, y = problems.synthetic_regression(100, 30, noise=0.3, correlation=0.5, seed=3)
     X, y = X - X.mean(0), y - y.mean()
-    pr = problems.lasso(X[:60], y[:60], X[60:], y[60:], tol=1e-10)
+    pr = problems.elastic_net(X[:60], y[:60], X[60:], y[60:], tol=1e-10)
     res = hoag(pr, max_iter=20)
-    theta = [float(np.log(h["hparams"]["alpha"])) for h in res.history]
+    theta = [np.log([h["hparams"]["alpha1"], h["hparams"]["alpha2"]]) for h in res.history]
     accepted = [bool(h["accepted"]) for h in res.history]
     assert accepted[0]
     checked = 0

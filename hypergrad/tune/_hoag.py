@@ -18,17 +18,23 @@ Each outer step k, at `theta = log(h)`:
    inexactness HOAG allows), growing the step by a Barzilai-Borwein estimate; otherwise
    return to the last accepted point and halve the step (the safeguard);
 4. step `theta <- clip(theta_accepted - eta g_accepted)`, each coordinate moved by at most
-   `max_move` (a trust region).
+   `max_move` (a trust region). With one hyperparameter, once the minimum is bracketed
+   (the derivative changed sign between two evaluated points, or a step was rejected),
+   the next point is instead the minimizer of the cubic through the bracket's ends
+   (values and derivatives), kept inside it: a secant method on the derivative that
+   cannot overshoot. The lasso's cross-validation criterion has kinks where the support
+   changes, around which the gradient steps circled for several steps.
 
 The tolerance decreases geometrically, `eps_k = max(tol * decrease^k, min_tol)`: early
 steps are cheap and imprecise, late ones precise, which HOAG shows still converges when
 the tolerances are summable. The loop stops on convergence (the projected hypergradient
 below `grad_tol` times its first value once `eps_k <= grad_tol`; an accepted step that
 moves every `log h` by at most `step_tol` and the criterion by at most `value_tol`
-relative; or `patience` steps in a row without improving the best criterion by more
-than `value_tol` relative, which is how it ends at a kink of a lasso-type criterion,
-where the support changes and the hypergradient does not vanish), at `max_iter` steps,
-or when the criterion is not finite at the start.
+relative, or a bracket narrower than `step_tol` once `eps_k <= grad_tol`; or `patience`
+steps in a row without improving the best criterion by more than `value_tol` relative,
+which is how it ends at a kink of a lasso-type criterion, where the support changes and
+the hypergradient does not vanish), at `max_iter` steps, or when the criterion is not
+finite at the start.
 
 Invariant: every number of the run (tolerances, bounds, step sizes) is data: one compiled
 program serves every call on the same shapes, method and `max_iter`.
@@ -93,6 +99,11 @@ class HoagState(NamedTuple):
     best_theta: dict
     best_params: Any
     stall: Array  # steps since the best value last improved by more than value_tol
+    # One hyperparameter: the evaluated point on the far side of the minimum from the
+    # anchor (value NaN until the gradient changes sign or a step is rejected).
+    other_value: Array
+    other_theta: dict
+    other_grad: dict
     opt_state: Any  # the optax state when an optimizer takes the steps
     reason: Array
     inner_steps: Array
@@ -142,6 +153,24 @@ def _barzilai_borwein(s_vec, y_vec, eta):
     sy = s_vec @ y_vec
     bb = jnp.clip((s_vec @ s_vec) / jnp.where(sy > 0, sy, 1.0), eta / 4, 4 * eta)
     return jnp.where(sy > 0, bb, 2 * eta)
+
+
+def _bracket_point(a, fa, ga, b, fb, gb):
+    """The next point inside the bracket `[a, b]` of one hyperparameter (derivatives of
+    opposite signs, or `b` rejected): the minimizer of the cubic matching the values and
+    derivatives at both ends (Nocedal and Wright, eq. 3.59), the secant root of the
+    derivative where the cubic has none, kept at least a tenth of the width from either
+    end so that every step shrinks the bracket."""
+    d1 = ga + gb - 3 * (fa - fb) / (a - b)
+    disc = d1**2 - ga * gb
+    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.maximum(disc, 0.0))
+    cubic = b - (b - a) * (gb + d2 - d1) / (gb - ga + 2 * d2)
+    secant = a - ga * (b - a) / (gb - ga)
+    t = jnp.where((disc >= 0) & jnp.isfinite(cubic), cubic, secant)
+    t = jnp.where(jnp.isfinite(t), t, 0.5 * (a + b))
+    lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+    margin = 0.1 * (hi - lo)
+    return jnp.clip(t, lo + margin, hi - margin)
 
 
 def _reason(**conditions):
@@ -194,6 +223,9 @@ class HOAG(AbstractOuterSolver):
             best_theta=theta,
             best_params=params,
             stall=zero,
+            other_value=nan,
+            other_theta=theta,
+            other_grad=zeros(theta),
             opt_state=opt_state,
             reason=zero,
             inner_steps=zero,
@@ -277,6 +309,13 @@ class HOAG(AbstractOuterSolver):
         nxt = jax.tree.map(
             lambda t, m, lo, hi: jnp.clip(t + m, lo, hi), anchor_theta, move, s.lower, s.upper
         )
+        other = (state.other_value, state.other_theta, state.other_grad)
+        if self.optimizer is None and _flat(theta).size == 1:
+            nxt, other, bracket_width = self._bracket(
+                state, accepted, finite, value, theta, grad, anchor_theta, nxt
+            )
+        else:
+            bracket_width = jnp.asarray(jnp.inf, value.dtype)
 
         k = state.k
         entry = {
@@ -290,7 +329,11 @@ class HOAG(AbstractOuterSolver):
         history = jax.tree.map(lambda h, e: h.at[k].set(e), state.history, entry)
         # Why to stop (checked by terminate): in order of precedence.
         grad_small = (g_inf <= s.grad_tol * grad0) & (eps <= s.grad_tol)
-        step_small = (step_moved <= s.step_tol) & (value_moved <= s.value_tol)
+        # A bracket is as good as the signs of the gradients that made it: it ends the run
+        # once they are as precise as the gradient test asks (eps <= grad_tol).
+        step_small = ((step_moved <= s.step_tol) & (value_moved <= s.value_tol)) | (
+            (bracket_width <= s.step_tol) & (eps <= s.grad_tol)
+        )
         stuck = ~has_anchor & ~accepted  # not finite at the start: nothing to step from
         reason = _reason(
             nonfinite=stuck,
@@ -316,11 +359,49 @@ class HOAG(AbstractOuterSolver):
             best_params=pick(ev.warm[0], state.best_params),
             stall=stall,
             opt_state=opt_state,
+            other_value=other[0],
+            other_theta=other[1],
+            other_grad=other[2],
             reason=reason,
             inner_steps=state.inner_steps + ev.inner_steps,
             inner_failures=state.inner_failures + ev.inner_failures,
             history=history,
         )
+
+    def _bracket(self, state, accepted, finite, value, theta, grad, anchor_theta, nxt):
+        """One hyperparameter: keep a bracket of the minimum and step inside it.
+
+        The bracket is the anchor and the `other` point: an evaluated point whose
+        derivative has the opposite sign, or a rejected one (the criterion rose from the
+        anchor towards it, so a minimum lies between). Once there is one, the next point
+        is `_bracket_point`'s instead of the gradient step: the steps of a secant method
+        on the derivative that cannot overshoot, which on a lasso-type criterion (whose
+        derivative jumps where the support changes) would otherwise circle the minimum.
+        Returns the next point, the new `other` and the bracket's width (inf if none)."""
+        g, ga = _flat(grad)[0], _flat(state.anchor_grad)[0]
+        has_anchor = jnp.isfinite(state.anchor_value)
+        flips = finite & has_anchor & (g * ga < 0)
+        # Accepted: the new anchor; the old one becomes the far end when the sign flipped.
+        # Rejected: the point itself is the far end.
+        take_point = finite & has_anchor & ~accepted
+        take_anchor = accepted & flips
+        other_value = jnp.where(
+            take_point, value, jnp.where(take_anchor, state.anchor_value, state.other_value)
+        )
+        pick = lambda p, q, r: jax.tree.map(  # noqa: E731
+            lambda x, y, z: jnp.where(take_point, x, jnp.where(take_anchor, y, z)), p, q, r
+        )
+        other_theta = pick(theta, state.anchor_theta, state.other_theta)
+        other_grad = pick(grad, state.anchor_grad, state.other_grad)
+        anchor_value = jnp.where(accepted, value, state.anchor_value)
+        fa, ga = anchor_value, jnp.where(accepted, g, ga)
+        a = _flat(anchor_theta)[0]
+        b, gb = _flat(other_theta)[0], _flat(other_grad)[0]
+        bracketed = jnp.isfinite(other_value) & jnp.isfinite(anchor_value) & (a != b)
+        inside = _bracket_point(a, fa, ga, b, other_value, gb)
+        nxt = jax.tree.map(lambda x: jnp.where(bracketed, inside.reshape(x.shape), x), nxt)
+        width = jnp.where(bracketed, jnp.abs(b - a), jnp.inf)
+        return nxt, (other_value, other_theta, other_grad), width
 
     def terminate(self, state):
         return state.reason != 0, state.reason
