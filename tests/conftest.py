@@ -4,9 +4,10 @@ one BLAS thread per process, and the library's compilation cache.
 The cache: on, as for any user (`hypergrad.cache_dir()`: the user's cache folder, or
 `HYPERGRAD_CACHE_DIR`), shared by the xdist workers and every subprocess the tests start;
 `HYPERGRAD_CACHE=0` in the environment turns it off for the run. A first run on a machine
-compiles everything (about as long as with the cache off); a second one reads most
-programs back: the README's test command took 655 s with an empty cache and 300 s with
-the cache the first had filled (this 2-core machine, quiet). Tests of the cache itself
+compiles everything (about as long as with the cache off); later ones read most
+programs back. The README's test command on this 2-core machine, quiet: 691 s from an
+empty cache folder, then 172 s after it and the `slow` tests had filled it (in an
+earlier pair of runs in a separate folder: 655 s, then 300 s). Tests of the cache itself
 run in subprocesses with folders of their own. The cache was off for the suite while two
 xdist workers had died in full runs (segmentation faults inside JAX's cache reads and
 writes, and once inside XLA's compiler with the cache off): the workers' memory mappings
