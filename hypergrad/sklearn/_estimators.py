@@ -125,7 +125,7 @@ class _HyperLinear(BaseEstimator):
                 lower=lo,
                 upper=hi,
                 max_iter=int(self.max_iter),
-                tol=self._first_tol,
+                tol=max(self._first_tol, self.tol),
                 decrease=0.5,
                 min_tol=self.tol,
                 value_tol=self._value_tol,
@@ -138,8 +138,9 @@ class _HyperLinear(BaseEstimator):
     _value_tol = 1e-4
     _patience = 2
 
-    # The inner tolerance HOAG starts from (it decreases to `tol`): the solver's own
-    # measure, the relative duality gap for coordinate descent.
+    # The inner tolerance HOAG starts from, halved each step down to `tol` (the solver's
+    # own measure: the relative duality gap for coordinate descent). Where `tol` is
+    # looser (HyperLasso's scikit-learn default, 1e-4), every step runs at `tol`.
     _first_tol = 1e-5
 
     def _refit(self, X, y, hparams, kwargs, start=None):
