@@ -107,11 +107,6 @@ def _loo_mse_by_refits(X, y, alpha):
     return float(np.mean(np.square(errors)))
 
 
-def _kfold_mse_by_fits(X, y, alpha, cv):
-    model = Ridge(alpha=alpha, solver="cholesky")
-    return _cv_mse(model, X, y, cv)
-
-
 @pytest.mark.parametrize("shape", [(30, 6), (18, 40)])  # rows > and < features
 @pytest.mark.parametrize("cv", [None, 3])
 def test_ridge_search_derivatives(shape, cv):
@@ -130,7 +125,7 @@ def test_ridge_search_derivatives(shape, cv):
     else:
         folds = KFold(cv)
         path = _KFoldPath(*HyperRidge(cv=folds)._ridge_folds(X, y))
-        reference = lambda a: _kfold_mse_by_fits(X, y, a, folds)  # noqa: E731
+        reference = lambda a: _cv_mse(Ridge(alpha=a, solver="cholesky"), X, y, folds)  # noqa: E731
     t = np.log([0.05, 1.0, 20.0])
     values = path.values(t)
     h = 1e-3

@@ -48,12 +48,11 @@ from ..solvers import run
 from ..tune import hoag
 
 
-def _pad(X, y, axis=0):
-    """`X` padded with zeros to `bucket` sizes on both axes, and `y` to the size of
-    `X`'s `axis` (rows: targets; columns: one value per column)."""
+def _pad(X, y):
+    """`X` padded with zeros to `bucket` sizes on both axes, and `y` to its rows."""
     Xp = np.zeros(tuple(problems.bucket(d) for d in X.shape))
     Xp[: X.shape[0], : X.shape[1]] = X
-    yp = np.zeros(Xp.shape[axis])
+    yp = np.zeros(Xp.shape[0])
     yp[: len(y)] = y
     return Xp, yp
 
@@ -403,26 +402,27 @@ class HyperRidge(_HyperRegressor):
         return self
 
     def _ridge_folds(self, X, y):
-        """Per fold, what the held-out error along the path needs: `B = X_val V` (the
-        validation rows in the fold's right singular vectors), `lam`, `Q^T y`, the
-        validation targets and row weights, padded to one shape and stacked. Rows are
-        centered by the fold's training means."""
+        """Per fold, what the held-out error along the path needs, padded to one shape
+        and stacked: `C = X_val X_train^T Q diag(Q^T y / lam)` (the validation
+        predictions are `C s`, `s = lam / (lam + alpha)`), `lam`, the validation targets
+        and row weights. Rows are centered by the fold's training means."""
         folds = self._folds(X, y)
         parts = []
         for tr, va in folds:
             xm, ym = (X[tr].mean(0), y[tr].mean()) if self.fit_intercept else (0.0, 0.0)
-            Q, lam, _ = _factor(X[tr] - xm, np.zeros(X.shape[1]))
-            V = _right_vectors(X[tr] - xm, Q, lam)
-            parts.append(((X[va] - xm) @ V, lam, Q.T @ (y[tr] - ym), y[va] - ym))
+            Xt = X[tr] - xm
+            Q, lam, _ = _factor(Xt, np.zeros(X.shape[1]))
+            scale = np.where(lam > 0, (Q.T @ (y[tr] - ym)) / np.where(lam > 0, lam, 1.0), 0.0)
+            parts.append((((X[va] - xm) @ (Xt.T @ Q)) * scale, lam, y[va] - ym))
         m = max(len(va) for _, va in folds)
-        r = max(len(lam) for _, lam, _, _ in parts)
+        r = max(len(lam) for _, lam, _ in parts)
         k = len(parts)
-        B, L, Qy = np.zeros((k, m, r)), np.zeros((k, r)), np.zeros((k, r))
+        C, L = np.zeros((k, m, r)), np.zeros((k, r))
         yv, wv = np.zeros((k, m)), np.zeros((k, m))
-        for i, (b, lam, qy, v) in enumerate(parts):
-            B[i, : b.shape[0], : b.shape[1]], L[i, : len(lam)], Qy[i, : len(qy)] = b, lam, qy
+        for i, (c, lam, v) in enumerate(parts):
+            C[i, : c.shape[0], : c.shape[1]], L[i, : len(lam)] = c, lam
             yv[i, : len(v)], wv[i, : len(v)] = v, 1.0
-        return B, L, Qy, yv, wv
+        return C, L, yv, wv
 
 
 def _factor(X, mean):
@@ -469,10 +469,6 @@ def _clean(lam, n, p):
     return np.where(lam > np.finfo(float).eps * n * p * lam.max(initial=0.0), lam, 0.0)
 
 
-def _right_vectors(X, Q, lam):
-    return (X.T @ Q) * np.where(lam > 0, 1 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
-
-
 def _shrinks(lam, t):
     """`s = lam / (lam + e^t)` (`lam` of shape `(..., r)`, one scalar `t`) with its first
     and second derivatives in `t`, `-s (1 - s)` and `s (1 - s) (1 - 2 s)`, stacked on a
@@ -515,14 +511,11 @@ class _LooPath:
 
 class _KFoldPath:
     """The K-fold mean squared error of ridge as a function of `t = log alpha`, each
-    fold's validation predictions `B diag(sqrt(lam) / (lam + alpha)) Q^T y` (see
-    `HyperRidge._ridge_folds`; `sqrt(lam) / (lam + alpha) = s / sqrt(lam)`, linear in
-    `s`), with `values` and `newton` as `_LooPath`'s."""
+    fold's validation predictions `C s` linear in `s = lam / (lam + alpha)` (see
+    `HyperRidge._ridge_folds`), with `values` and `newton` as `_LooPath`'s."""
 
-    def __init__(self, B, lam, qty, yv, wv):
-        root = np.sqrt(lam)
-        scale = np.where(root > 0, qty / np.where(root > 0, root, 1.0), 0.0)
-        self.C, self.lam, self.yv = B * scale[:, None, :], lam, yv
+    def __init__(self, C, lam, yv, wv):
+        self.C, self.lam, self.yv = C, lam, yv
         self.w = wv / (wv.sum(1, keepdims=True) * len(wv))  # each fold's mean, then theirs
 
     def values(self, t):

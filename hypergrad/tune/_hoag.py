@@ -311,8 +311,9 @@ class HOAG(AbstractOuterSolver):
         )
         other = (state.other_value, state.other_theta, state.other_grad)
         if self.optimizer is None and _flat(theta).size == 1:
+            anchor = (has_anchor, anchor_value, anchor_theta, anchor_grad)
             nxt, other, bracket_width = self._bracket(
-                state, accepted, finite, value, theta, grad, anchor_theta, nxt
+                state, accepted, finite, value, theta, grad, anchor, nxt
             )
         else:
             bracket_width = jnp.asarray(jnp.inf, value.dtype)
@@ -368,7 +369,7 @@ class HOAG(AbstractOuterSolver):
             history=history,
         )
 
-    def _bracket(self, state, accepted, finite, value, theta, grad, anchor_theta, nxt):
+    def _bracket(self, state, accepted, finite, value, theta, grad, anchor, nxt):
         """One hyperparameter: keep a bracket of the minimum and step inside it.
 
         The bracket is the anchor and the `other` point: an evaluated point whose
@@ -377,10 +378,11 @@ class HOAG(AbstractOuterSolver):
         is `_bracket_point`'s instead of the gradient step: the steps of a secant method
         on the derivative that cannot overshoot, which on a lasso-type criterion (whose
         derivative jumps where the support changes) would otherwise circle the minimum.
-        Returns the next point, the new `other` and the bracket's width (inf if none)."""
-        g, ga = _flat(grad)[0], _flat(state.anchor_grad)[0]
-        has_anchor = jnp.isfinite(state.anchor_value)
-        flips = finite & has_anchor & (g * ga < 0)
+        `anchor`: whether there was one before this point, and the new one (value, point,
+        gradient). Returns the next point, the new `other` and the bracket's width (inf
+        if none)."""
+        has_anchor, anchor_value, anchor_theta, anchor_grad = anchor
+        flips = finite & has_anchor & (_flat(grad)[0] * _flat(state.anchor_grad)[0] < 0)
         # Accepted: the new anchor; the old one becomes the far end when the sign flipped.
         # Rejected: the point itself is the far end.
         take_point = finite & has_anchor & ~accepted
@@ -393,12 +395,10 @@ class HOAG(AbstractOuterSolver):
         )
         other_theta = pick(theta, state.anchor_theta, state.other_theta)
         other_grad = pick(grad, state.anchor_grad, state.other_grad)
-        anchor_value = jnp.where(accepted, value, state.anchor_value)
-        fa, ga = anchor_value, jnp.where(accepted, g, ga)
-        a = _flat(anchor_theta)[0]
+        a, ga = _flat(anchor_theta)[0], _flat(anchor_grad)[0]
         b, gb = _flat(other_theta)[0], _flat(other_grad)[0]
         bracketed = jnp.isfinite(other_value) & jnp.isfinite(anchor_value) & (a != b)
-        inside = _bracket_point(a, fa, ga, b, other_value, gb)
+        inside = _bracket_point(a, anchor_value, ga, b, other_value, gb)
         nxt = jax.tree.map(lambda x: jnp.where(bracketed, inside.reshape(x.shape), x), nxt)
         width = jnp.where(bracketed, jnp.abs(b - a), jnp.inf)
         return nxt, (other_value, other_theta, other_grad), width
