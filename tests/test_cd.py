@@ -225,3 +225,20 @@ def test_restricted_gap_is_the_gap_of_the_subproblem(data, b_value):
     ref = _numpy_gap(X[:, mask], offset, s, w[mask], a[mask], b[mask])
     assert ref > 1e-3  # not at a solution: the check compares two nonzero numbers
     np.testing.assert_allclose(float(gap), ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1.0, 1e300])
+def test_working_set_ranks_the_support_then_the_largest_violations_at_any_scale(scale):
+    """The working set (ranked in float32 for speed) holds the support and then the
+    largest violations, also when the violations lie far outside float32's range."""
+    p, support, worst = 40, [5, 17], [30, 2]
+    solver = CoordinateDescent(L1("alpha"), working_set=8)
+    X = jnp.asarray(np.random.default_rng(1).standard_normal((10, p)))
+    state = solver.init(least_squares, jnp.zeros(p), {"alpha": 1.0}, _rows(X, X[:, 0], np.ones(10)))
+    w = jnp.zeros(p).at[jnp.asarray(support)].set(1.0)
+    viol = np.linspace(0.1, 0.2, p)
+    viol[worst] = [0.9, 0.8]  # the two largest off the support
+    viol[support] = 0.0  # optimal on the support: still forced in
+    slots, _, count, active, _ = solver._working_set(w, jnp.asarray(scale * viol), state.inner)
+    chosen = sorted(int(j) for j in np.asarray(slots)[np.asarray(active)])
+    assert int(count) == 4 and chosen == sorted(support + worst)

@@ -81,3 +81,17 @@ def test_fold_arguments_are_checked(data):
         kfold(problems.lasso, X, y, 1)
     with pytest.raises(ValueError, match="as many entries"):
         kfold(problems.lasso, X, y[:-1], 3)
+
+
+def test_kfold_centers_each_fold_by_its_training_rows():
+    """`center=True`: each fold's data is X and y minus the means of that fold's training
+    rows (NumPy reference), for shuffled folds given as index pairs."""
+    X, y = problems.synthetic_regression(47, 9, noise=0.5, seed=2)
+    X, y = 3.0 + X, 5.0 + y
+    pairs = list(problems.fold_indices(47, 4, seed=1))
+    st = kfold(problems.lasso, X, y, pairs, center=True)
+    for i, (tr, va) in enumerate(pairs):
+        np.testing.assert_allclose(st.train.X[i], X - X[tr].mean(0), rtol=0, atol=1e-13)
+        np.testing.assert_allclose(st.train.y[i], y - y[tr].mean(), rtol=0, atol=1e-13)
+        np.testing.assert_array_equal(st.train.weight[i] > 0, np.isin(np.arange(47), tr))
+        np.testing.assert_array_equal(st.val.weight[i] > 0, np.isin(np.arange(47), va))

@@ -235,3 +235,18 @@ def test_hoag_one_hyperparameter_closes_its_bracket():
     res = hoag(pr, max_iter=40, step_tol=1e-6, value_tol=1e-300, **settings)
     assert res.stop_reason == "step" and len(res.history) < 25
     np.testing.assert_allclose(np.log(float(res.hparams["alpha"])), best.x, atol=1e-5)
+
+
+def test_hoag_stops_at_a_step_its_inner_tolerance_cannot_resolve(lasso):
+    """At the schedule's last tolerance, a step whose inner solves all meet it at their
+    warm start (no round on any) ends the run with reason "step"; the other tests are
+    switched off, so nothing else can end it. While the tolerance is above `min_tol`,
+    such steps do not end it (here it runs to `max_iter`, creeping by zero-round steps)."""
+    off = dict(patience=30, value_tol=1e-300, step_tol=1e-300, grad_tol=1e-300)
+    res = hoag(lasso, max_iter=30, tol=1e-2, min_tol=1e-2, decrease=1.0, **off)
+    steps = [e["inner_steps"] for e in res.history]
+    assert res.stop_reason == "step" and steps[-1] == 0 and all(s > 0 for s in steps[:-1])
+    assert len(steps) >= 3  # it moved first
+    looser = hoag(lasso, max_iter=12, tol=1e-2, min_tol=1e-3, decrease=1.0, **off)
+    assert looser.stop_reason == "max_iter"
+    assert [e["inner_steps"] for e in looser.history][: len(steps)] == steps

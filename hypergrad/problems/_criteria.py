@@ -85,10 +85,10 @@ def kfold(
     for i, (train_idx, val_idx) in enumerate(pairs):
         wt[i, train_idx], wv[i, val_idx] = 1.0, 1.0
     if center:  # what a per-fold intercept does: center by the fold's training rows
-        Xs, ys = np.empty((k, *X.shape), np.result_type(X, float)), np.empty((k, n))
-        for i, (tr, _) in enumerate(pairs):
-            np.subtract(X, X[tr].mean(0), out=Xs[i])
-            np.subtract(y, y[tr].mean(), out=ys[i])
+        count = wt.sum(1)
+        Xs = _aligned((k, *X.shape), np.result_type(X, float))
+        np.subtract(X, ((wt @ X) / count[:, None])[:, None, :], out=Xs)
+        ys = y - ((wt @ y) / count)[:, None]
     else:
         Xs, ys = np.broadcast_to(X, (k, *X.shape)), np.broadcast_to(y, (k, n))
     # The first fold's problem is built (and its input checked) by the builder; the others
@@ -103,7 +103,12 @@ def kfold(
         probs = [dataclasses.replace(p, hparams=probs[0].hparams) for p in probs]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *probs)
     dtype = first.train.X.dtype
-    Xj, yj = jnp.asarray(Xs, dtype), jnp.asarray(ys, dtype)
+    # The centered copies sit on a 64-byte boundary: on CPU `device_put` shares their
+    # memory instead of copying them (they are the largest input; the copy cost more
+    # than the centering).
+    shared = center and Xs.dtype == dtype
+    Xj = jax.device_put(Xs) if shared else jnp.asarray(Xs, dtype)
+    yj = jnp.asarray(ys, dtype)
     lip = first.train.lipschitz
     if lip is not None:  # the logistic problems' FISTA step, per fold
         lip = jnp.stack(
@@ -123,6 +128,16 @@ def kfold(
         init_params=jax.tree.map(stack, first.init_params),
         hparams=jax.tree.map(stack, first.hparams),
     )
+
+
+def _aligned(shape, dtype):
+    """An uninitialized NumPy array starting on a 64-byte boundary (what JAX's CPU client
+    needs to use a host array's memory without a copy)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(dtype).reshape(shape)
 
 
 def num_folds(problem: BilevelProblem) -> int:

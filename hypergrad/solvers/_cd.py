@@ -409,7 +409,6 @@ class CoordinateDescent(AbstractSolver):
         slots, count = inner.slots, inner.count
         support = w != 0
         nnz = jnp.sum(support)
-        bonus = 1.0 + 2.0 * jnp.max(viol)
         # An eighth of the slots stays free after a rebuild, so that features entering in
         # later rounds are appended rather than forcing another rebuild.
         cap = size - size // 8
@@ -418,7 +417,13 @@ class CoordinateDescent(AbstractSolver):
         # feature could ever enter.
         holds = nnz < cap
         force = support & holds
-        _, top = jax.lax.top_k(jnp.where(force, viol + bonus, viol), size)
+        # Ranked in float32: XLA's CPU runtime has a partial sort for float32 `top_k`
+        # (7x faster than the full sort it uses for float64 at p = 1536). The scores are
+        # scaled to [0, 1], the forced support lifted to [2, 3], so rounding keeps the
+        # support first and only reorders violations within 1e-7 of each other.
+        scale = jnp.max(viol)
+        score = viol / jnp.where(scale > 0, scale, 1.0) + jnp.where(force, 2.0, 0.0)
+        _, top = jax.lax.top_k(score.astype(jnp.float32), size)
         want = jnp.clip(jnp.where(nnz == 0, self.start_size, 2 * nnz), 1, cap)
         wanted = jnp.arange(size) < want
         desired = jnp.zeros(p, bool).at[top].set(wanted)

@@ -30,11 +30,12 @@ steps are cheap and imprecise, late ones precise, which HOAG shows still converg
 the tolerances are summable. The loop stops on convergence (the projected hypergradient
 below `grad_tol` times its first value once `eps_k <= grad_tol`; an accepted step that
 moves every `log h` by at most `step_tol` and the criterion by at most `value_tol`
-relative, or a bracket narrower than `step_tol` once `eps_k <= grad_tol`; or `patience`
-steps in a row without improving the best criterion by more than `value_tol` relative,
-which is how it ends at a kink of a lasso-type criterion, where the support changes and
-the hypergradient does not vanish), at `max_iter` steps, or when the criterion is not
-finite at the start.
+relative, a bracket narrower than `step_tol` once `eps_k <= grad_tol`, or a step at
+`eps_k = min_tol` whose inner solves all met it at their warm starts, a move too small
+for that tolerance to resolve; or `patience` steps in a row without improving the best
+criterion by more than `value_tol` relative, which is how it ends at a kink of a
+lasso-type criterion, where the support changes and the hypergradient does not vanish),
+at `max_iter` steps, or when the criterion is not finite at the start.
 
 Invariant: every number of the run (tolerances, bounds, step sizes) is data: one compiled
 program serves every call on the same shapes, method and `max_iter`.
@@ -332,8 +333,15 @@ class HOAG(AbstractOuterSolver):
         grad_small = (g_inf <= s.grad_tol * grad0) & (eps <= s.grad_tol)
         # A bracket is as good as the signs of the gradients that made it: it ends the run
         # once they are as precise as the gradient test asks (eps <= grad_tol).
-        step_small = ((step_moved <= s.step_tol) & (value_moved <= s.value_tol)) | (
-            (bracket_width <= s.step_tol) & (eps <= s.grad_tol)
+        # An accepted step whose inner solves all met the last tolerance of the schedule
+        # at their warm starts (no inner step on any fold) moved the hyperparameters by
+        # less than that tolerance resolves: the criterion is the anchor's to within it,
+        # and the steps after it would be as invisible.
+        unresolved = has_anchor & (ev.inner_steps == 0) & (eps <= s.min_tol)
+        step_small = (
+            ((step_moved <= s.step_tol) & (value_moved <= s.value_tol))
+            | ((bracket_width <= s.step_tol) & (eps <= s.grad_tol))
+            | unresolved
         )
         stuck = ~has_anchor & ~accepted  # not finite at the start: nothing to step from
         reason = _reason(
