@@ -94,7 +94,9 @@ def kfold(
     # The first fold's problem is built (and its input checked) by the builder; the others
     # differ from it only in their rows' data and weights, stacked once on the fold axis.
     # Their defaults (the starting hparams) are the first fold's.
-    first = builder(Xs[0], ys[0], Xs[0], ys[0], weights=(wt[0], wv[0]), **kwargs)
+    # (The centered copies are this function's own: the builder may share their memory.)
+    X0 = jax.device_put(Xs[0]) if center else Xs[0]
+    first = builder(X0, ys[0], X0, ys[0], weights=(wt[0], wv[0]), **kwargs)
     if not isinstance(first.train, Rows) or first.test is not None:
         probs = [first] + [
             builder(Xs[i], ys[i], Xs[i], ys[i], weights=(wt[i], wv[i]), **kwargs)

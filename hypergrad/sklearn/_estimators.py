@@ -44,13 +44,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import _exported, problems
 from .._threads import serial_lapack
+from ..problems._criteria import _aligned
 from ..solvers import run
 from ..tune import hoag
 
 
 def _pad(X, y):
-    """`X` padded with zeros to `bucket` sizes on both axes, and `y` to its rows."""
-    Xp = np.zeros(tuple(problems.bucket(d) for d in X.shape))
+    """`X` padded with zeros to `bucket` sizes on both axes (a copy on a 64-byte
+    boundary, which `jax.device_put` shares rather than copies on CPU), and `y` to its
+    rows."""
+    Xp = _aligned(tuple(problems.bucket(d) for d in X.shape), np.float64)
+    Xp[...] = 0.0
     Xp[: X.shape[0], : X.shape[1]] = X
     yp = np.zeros(Xp.shape[0])
     yp[: len(y)] = y
@@ -148,6 +152,7 @@ class _HyperLinear(BaseEstimator):
         Xp, yp = _pad(X, y)
         w = np.zeros(len(yp))
         w[: len(y)] = 1.0
+        Xp = jax.device_put(Xp)  # the padded copy is ours: shared, not copied twice
         pr = self._builder(Xp, yp, Xp, yp, weights=(w, w), **kwargs)
         h = {k: jnp.asarray(v) for k, v in hparams.items()}
         w0 = pr.init_params if start is None else jax.tree.map(jnp.asarray, start)
