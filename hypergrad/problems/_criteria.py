@@ -85,9 +85,10 @@ def kfold(
     for i, (train_idx, val_idx) in enumerate(pairs):
         wt[i, train_idx], wv[i, val_idx] = 1.0, 1.0
     if center:  # what a per-fold intercept does: center by the fold's training rows
-        # (Means by NumPy's pairwise sums. Computed as `wt @ X / count`, whose round-off
-        # differs, HyperElasticNet on the low-rank 400 x 2000 benchmark design took over
-        # 200 s instead of 12: its coordinate descent is that sensitive there.)
+        # (Means by NumPy's pairwise sums. With `y`'s means as `wt @ y / count`, which
+        # differ in the last bits, HOAG's path for HyperElasticNet on the low-rank
+        # 400 x 2000 benchmark design parted at its ninth step and went on to penalties
+        # whose solves hit their round limit: over 200 s instead of 12.)
         Xs = _aligned((k, *X.shape), np.result_type(X, float))
         for i, (tr, _) in enumerate(pairs):
             np.subtract(X, X[tr].mean(0), out=Xs[i])
