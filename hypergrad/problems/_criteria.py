@@ -85,14 +85,13 @@ def kfold(
     for i, (train_idx, val_idx) in enumerate(pairs):
         wt[i, train_idx], wv[i, val_idx] = 1.0, 1.0
     if center:  # what a per-fold intercept does: center by the fold's training rows
-        # (Means by NumPy's pairwise sums. With `y`'s means as `wt @ y / count`, which
-        # differ in the last bits, HOAG's path for HyperElasticNet on the low-rank
-        # 400 x 2000 benchmark design parted at its ninth step and went on to penalties
-        # whose solves hit their round limit: over 200 s instead of 12.)
-        Xs = _aligned((k, *X.shape), np.result_type(X, float))
+        # The means by NumPy's pairwise sums: HOAG's elastic-net path on the low-rank
+        # benchmark design is sensitive to their last bits (`wt @ y / count` sent it to
+        # penalties whose solves hit their round limit).
+        Xs, ys = _aligned((k, *X.shape), np.result_type(X, float)), np.empty((k, n))
         for i, (tr, _) in enumerate(pairs):
             np.subtract(X, X[tr].mean(0), out=Xs[i])
-        ys = y - np.stack([y[tr].mean() for tr, _ in pairs])[:, None]
+            np.subtract(y, y[tr].mean(), out=ys[i])
     else:
         Xs, ys = np.broadcast_to(X, (k, *X.shape)), np.broadcast_to(y, (k, n))
     # The first fold's problem is built (and its input checked) by the builder; the others

@@ -333,16 +333,14 @@ class HOAG(AbstractOuterSolver):
         grad_small = (g_inf <= s.grad_tol * grad0) & (eps <= s.grad_tol)
         # A bracket is as good as the signs of the gradients that made it: it ends the run
         # once they are as precise as the gradient test asks (eps <= grad_tol).
-        # An accepted step whose inner solves all met the last tolerance of the schedule
-        # at their warm starts (no inner step on any fold) moved the hyperparameters by
-        # less than that tolerance resolves: the criterion is the anchor's to within it,
-        # and the steps after it would be as invisible.
+        narrow = (bracket_width <= s.step_tol) & (eps <= s.grad_tol)
+        # A step whose inner solves all met the schedule's last tolerance at their warm
+        # starts (no inner step on any fold) moved the hyperparameters by less than that
+        # tolerance resolves: the criterion is the anchor's to within it, and the steps
+        # after it would be as invisible.
         unresolved = has_anchor & (ev.inner_steps == 0) & (eps <= s.min_tol)
-        step_small = (
-            ((step_moved <= s.step_tol) & (value_moved <= s.value_tol))
-            | ((bracket_width <= s.step_tol) & (eps <= s.grad_tol))
-            | unresolved
-        )
+        still = (step_moved <= s.step_tol) & (value_moved <= s.value_tol)
+        step_small = still | narrow | unresolved
         stuck = ~has_anchor & ~accepted  # not finite at the start: nothing to step from
         reason = _reason(
             nonfinite=stuck,
