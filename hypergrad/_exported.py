@@ -28,16 +28,24 @@ estimators, whose problems come from `hypergrad.problems`).
 
 A program that cannot be exported (a host callback, say) runs as `fn(*args)`.
 
+Outputs. `fn`'s output may hold arrays, tuples, lists, dicts, None and namedtuples (a
+descent's state holds optax's). The exported module carries its output structure, whose
+namedtuples JAX serializes by a registered name: `register` names one by hand; any
+other is registered when its program is first exported, under its module and qualified
+name, which the entry lists in a header line so that a fresh process imports and
+registers them before deserializing. Other pytree nodes make `fn` run plain.
+
 Invariant: an entry is written whole (a temporary file renamed into place), so a reader
 never sees a torn one; a file that cannot be read or deserialized is ignored and
-rewritten. `fn`'s output must be made of arrays, tuples, lists, dicts, None and the
-namedtuples registered here (the exported module carries its output structure).
+rewritten.
 """
 
 import contextlib
 import contextvars
 import functools
 import hashlib
+import importlib
+import json
 import os
 import re
 import tempfile
@@ -50,6 +58,8 @@ from . import _cache
 _MEMORY: dict = {}
 _ENABLED = contextvars.ContextVar("hypergrad_exported", default=False)
 _FAILED = object()  # a key whose program could not be exported
+_MAGIC = b"hypergrad-exported-1\n"  # then a JSON line of namedtuple classes, then the module
+_NAMES: dict[type, str] = {}  # namedtuple classes registered for serialization
 
 
 @contextlib.contextmanager
@@ -61,6 +71,12 @@ def enabled():
         yield
     finally:
         _ENABLED.reset(token)
+
+
+def active() -> bool:
+    """Whether `call` goes through exported programs here: within `enabled()`, with the
+    compilation cache on and `flatbuffers` installed."""
+    return _ENABLED.get() and _cache.cache_dir() is not None and _available()
 
 
 def _available() -> bool:
@@ -83,8 +99,34 @@ def _source_hash() -> str:
 
 
 def register(cls, name: str) -> None:
-    """Let a namedtuple class appear in an exported program's output."""
-    jax.export.register_namedtuple_serialization(cls, serialized_name=name)
+    """Let a namedtuple class appear in an exported program's output, under `name`."""
+    if _NAMES.get(cls) != name:
+        jax.export.register_namedtuple_serialization(cls, serialized_name=name)
+        _NAMES[cls] = name
+
+
+def _namedtuples(tree, out: dict) -> dict:
+    """`{class: "module:qualname"}` of every namedtuple in `tree`."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        cls = type(tree)
+        out.setdefault(cls, f"{cls.__module__}:{cls.__qualname__}")
+    if isinstance(tree, tuple | list):
+        for x in tree:
+            _namedtuples(x, out)
+    elif isinstance(tree, dict):
+        for x in tree.values():
+            _namedtuples(x, out)
+    return out
+
+
+def _register_path(path: str) -> None:
+    """Import the class `module:qualname` and register it under that name."""
+    module, _, qualname = path.partition(":")
+    cls = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    if cls not in _NAMES:
+        register(cls, path)
 
 
 def _spec(x):
@@ -119,20 +161,37 @@ def _key(name, fn, tree, specs) -> str:
 
 def _load(path: Path):
     try:
-        return jax.export.deserialize(bytearray(path.read_bytes()))
-    except Exception:  # missing, unreadable or from another serialization version
+        data = path.read_bytes()
+        if not data.startswith(_MAGIC):
+            return None
+        header, _, module = data[len(_MAGIC) :].partition(b"\n")
+        for name in json.loads(header):
+            _register_path(name)
+        return jax.export.deserialize(bytearray(module))
+    except Exception:  # missing, unreadable, or another version of a format or a class
         return None
 
 
-def _store(path: Path, exported) -> None:
+def _store(path: Path, exported, names) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + json.dumps(sorted(names)).encode() + b"\n")
             f.write(exported.serialize())
         os.replace(tmp, path)
     except OSError:  # a read-only or full cache folder: the program still runs
         pass
+
+
+def _register_outputs(flat, specs) -> list[str]:
+    """Register the namedtuples of `flat`'s output (its shapes traced, nothing run);
+    the names of those not registered by hand, for the entry's header."""
+    found = _namedtuples(jax.eval_shape(flat, *specs), {})
+    for cls, path in found.items():
+        if cls not in _NAMES:
+            register(cls, path)
+    return [path for cls, path in found.items() if _NAMES[cls] == path]
 
 
 def call(name: str, fn, *args):
@@ -157,11 +216,12 @@ def call(name: str, fn, *args):
             flat.__name__ = f"exported_{name}"  # what JAX's trace events report
 
             try:
+                names = _register_outputs(flat, specs)
                 exported = jax.export.export(jax.jit(flat))(*specs)
             except Exception:  # not exportable: plain jit from now on
                 exported = _FAILED
             else:
-                _store(path, exported)
+                _store(path, exported, names)
         # Called through `jax.jit`: its C++ dispatch, where `Exported.call` alone spent
         # about 1.7 ms in Python per call (its custom-VJP wrapper, traced every time).
         exported = exported if exported is _FAILED else jax.jit(exported.call)

@@ -75,6 +75,48 @@ def cache_on(tmp_path):
             _cache.enable_cache(previous.parent)
 
 
+_TUNE = """
+import json, jax, optuna
+jax.config.update("jax_enable_x64", True)
+traced = []
+def on_duration(event, duration, fun_name=None, **kw):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+        traced.append(fun_name)
+jax.monitoring.register_event_duration_secs_listener(on_duration)
+from hypergrad import _exported
+from hypergrad.cli._demo import SPACE, problem
+from hypergrad.records import Records
+from hypergrad.tune import tune
+records = Records.open(optuna.storages.InMemoryStorage(), "t")
+with _exported.enabled():
+    res = tune(problem, SPACE, rounds=2, population=2, steps=3, refine=1, records=records)
+print(json.dumps({"traced": traced, "value": res.value, "config": res.config}))
+"""
+
+
+def test_a_fresh_process_tunes_the_demo_without_tracing_its_descent(tmp_path):
+    """The descent's programs return optax's and the tuner's namedtuples: the first
+    process registers them and lists them in the entries, the second registers them from
+    there before reading the programs back."""
+    import optuna
+
+    from hypergrad.cli._demo import SPACE, problem
+    from hypergrad.records import Records
+    from hypergrad.tune import tune
+
+    env = {"HYPERGRAD_CACHE_DIR": str(tmp_path / "cache")}
+    first = _child(_TUNE, tmp_path, **env)
+    second = _child(_TUNE, tmp_path, **env)
+    programs = {"exported_descent-init", "exported_descent-run", "exported_tune-test"}
+    assert programs <= set(first["traced"])
+    assert not (programs | {"_init", "_run", "_test_outer"}) & set(second["traced"])
+    assert second == {**first, "traced": second["traced"]}
+    records = Records.open(optuna.storages.InMemoryStorage(), "plain")
+    plain = tune(problem, SPACE, rounds=2, population=2, steps=3, refine=1, records=records)
+    assert plain.config == pytest.approx(first["config"], rel=1e-12)
+    assert plain.value == pytest.approx(first["value"], rel=1e-12)
+
+
 def _entries(folder):
     return sorted((folder.parent / "exported").rglob("*.bin"))
 

@@ -213,26 +213,31 @@ def test_factory_returning_something_else_is_refused():
         tune(lambda config, *, seed: None, Space({"c": Categorical(("a",))}), records=_records())
 
 
+def interrupted_run(monkeypatch, call, *args, **kwargs):
+    """`tune(*args, **kwargs)` interrupted (Ctrl-C) at its `call`-th descent."""
+    real = evaluate_module.run_descent
+    calls = []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluate_module, "run_descent", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tune(*args, **kwargs)
+
+
 def test_interrupted_tune_keeps_finished_trials_and_resumes(monkeypatch):
     space = Space({"features": Categorical(("all", "half")), "alpha": ALPHA})
     kwargs = dict(rounds=2, population=2, steps=10, learning_rate=0.2)
     records = _records()
-    real = evaluate_module.run_descent
-    calls = []
-
-    def interrupted(*args, **kw):
-        calls.append(1)
-        if len(calls) == 2:  # the second round
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(evaluate_module, "run_descent", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        tune(ridge_factory, space, records=records, **kwargs)
+    interrupted_run(monkeypatch, 2, ridge_factory, space, records=records, **kwargs)
     states = [t.state for t in records.trials()]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
     assert states.count(optuna.trial.TrialState.FAIL) == 2
-    monkeypatch.setattr(evaluate_module, "run_descent", real)
 
     resumed = tune(ridge_factory, space, records=records, **kwargs)
     assert [r.resumed for r in resumed.rounds] == [True, False]

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import _exported
 from .._bilevel import BilevelProblem
 from .._contracts import check_keys
 from .._threads import serial_lapack
@@ -75,6 +76,9 @@ class DescentSettings(NamedTuple):
     grad_tol: Array  # stop when the hypergradient norm is at most this
     min_improvement: Array  # stop when the best value improved by at most this (relative)
     patience: Array  # ... over this many steps (min_improvement > 0 only)
+    # The optimizer's learning rate, written into its state at the start of a run: an
+    # optimizer made by `optax.inject_hyperparams` only. None keeps the optimizer's own.
+    learning_rate: Array | None = None
 
 
 class DescentState(NamedTuple):
@@ -175,7 +179,15 @@ def stack_problems(problems: list[BilevelProblem]) -> BilevelProblem:
     structures = {jax.tree.structure(p) for p in problems}
     if len(structures) != 1:
         raise ValueError("problems must share functions, solver and data structure to stack")
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
+    return jax.tree.map(_stack, *problems)
+
+
+def _stack(*xs):
+    """`jnp.stack(xs)`, by NumPy for concrete strongly-typed arrays: an eager JAX stack
+    compiles a program per shape, about 10 ms each in a fresh process."""
+    if any(isinstance(x, jax.core.Tracer) or getattr(x, "weak_type", False) for x in xs):
+        return jnp.stack(xs)
+    return jax.device_put(np.stack([np.asarray(x) for x in xs]))
 
 
 def decades(start: float, end: float, steps: int) -> Callable[[int], float]:
@@ -190,6 +202,20 @@ def decades(start: float, end: float, steps: int) -> Callable[[int], float]:
     n = max(1, round(math.log10(start / end)))
     every = max(1, steps // (n + 1))
     return lambda t: max(end, start * 10.0 ** (-(t // every)))
+
+
+def _with_learning_rate(opt_state, learning_rate):
+    """`opt_state` with `learning_rate` in its injected hyperparameters (if not None)."""
+    if learning_rate is None:
+        return opt_state
+    hyper = getattr(opt_state, "hyperparams", None)
+    if not isinstance(hyper, dict) or "learning_rate" not in hyper:
+        raise TypeError(
+            "a learning rate given as data needs an optimizer made by "
+            f"optax.inject_hyperparams(...)(learning_rate=...), got state {type(opt_state)}"
+        )
+    rate = jnp.asarray(learning_rate, jnp.result_type(hyper["learning_rate"]))
+    return opt_state._replace(hyperparams={**hyper, "learning_rate": rate})
 
 
 class Descent(AbstractOuterSolver):
@@ -224,7 +250,7 @@ class Descent(AbstractOuterSolver):
         return DescentState(
             theta=theta,
             warm=warm,
-            opt_state=self.optimizer.init(theta),
+            opt_state=_with_learning_rate(self.optimizer.init(theta), settings.learning_rate),
             best_theta=theta,
             best_value=jnp.max(inf),
             best_parts=inf,
@@ -240,7 +266,7 @@ class Descent(AbstractOuterSolver):
         new run of `settings`: an empty history, step 0."""
         fresh = self.init(state.theta, state.warm, settings, state.best_parts, state.key)
         return fresh._replace(
-            opt_state=state.opt_state,
+            opt_state=_with_learning_rate(state.opt_state, settings.learning_rate),
             best_theta=state.best_theta,
             best_value=state.best_value,
             best_parts=state.best_parts,
@@ -425,19 +451,21 @@ def _step(static, problem, state):
     return state, done, stats
 
 
-_COMPILED = {
-    name: jax.jit(fn, static_argnums=0)
-    for name, fn in (("init", _init), ("restart", _restart), ("run", _run), ("step", _step))
-}
+_PROGRAMS = {"init": _init, "restart": _restart, "run": _run, "step": _step}
+_COMPILED = {name: jax.jit(fn, static_argnums=0) for name, fn in _PROGRAMS.items()}
 
 
 def _compiled(name, static, *args):
-    """The compiled program `name` (cached by jit on `static` when it hashes)."""
+    """The compiled program `name` (cached by jit on `static` when it hashes; exported
+    within `hypergrad._exported.enabled()`, whose callers build `static` and the problem
+    from the library's own parts)."""
     try:
         hash(static)
     except TypeError:  # an unhashable setting: compile without the cache
-        fn = {"init": _init, "restart": _restart, "run": _run, "step": _step}[name]
-        return jax.jit(functools.partial(fn, static))(*args)
+        return jax.jit(functools.partial(_PROGRAMS[name], static))(*args)
+    if _exported.active():
+        fn = jax.jit(functools.partial(_PROGRAMS[name], static))
+        return _exported.call(f"descent-{name}", fn, *args)
     return _COMPILED[name](static, *args)
 
 
@@ -611,8 +639,10 @@ def descend(
 def run_descent(static, problem, hparams, state, key, steps, inner_tol, options, callback=None):
     """`descend` after its checks: `steps` (at most `static.max_steps`) outer steps from
     `hparams`, or from `state`, with the schedule `inner_tol` and `options` (`tol`,
-    `min_improvement`, `patience`)."""
+    `min_improvement`, `patience`, and optionally `learning_rate`: data written into an
+    `optax.inject_hyperparams` optimizer's state)."""
     dtype = jnp.result_type(float)
+    rate = options.get("learning_rate")
     base_solver = problem.solver if static.solver is None else static.solver
     settings = DescentSettings(
         steps=jnp.asarray(steps, jnp.int32),
@@ -620,6 +650,7 @@ def run_descent(static, problem, hparams, state, key, steps, inner_tol, options,
         grad_tol=jnp.asarray(options["tol"], dtype),
         min_improvement=jnp.asarray(options["min_improvement"], dtype),
         patience=jnp.asarray(options["patience"], jnp.int32),
+        learning_rate=None if rate is None else jnp.asarray(rate, dtype),
     )
     if state is None:
         if static.batch_hparams:  # the configurations split over the devices, if several

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _exported
 from ..methods import outer_loss, problem_method, solve
 from ..records import Outcome, resolve
 from ..solvers._batched import population_solver
@@ -148,7 +149,12 @@ def _descend(pbs, plan: Plan, settings: TuneSettings, steps: int, progress):
     key = noise_key(plan.space, plan.relaxed, settings.seed, plan.number)
     static = _static(plan, settings, problem_method(first(pbs), settings.method), key, first(pbs))
     schedule = settings.schedule()
-    options = dict(tol=settings.tol, min_improvement=settings.min_improvement, patience=PATIENCE)
+    options = dict(
+        tol=settings.tol,
+        min_improvement=settings.min_improvement,
+        patience=PATIENCE,
+        learning_rate=settings.descent_learning_rate(),
+    )
     num_seeds = int(jax.tree.leaves(pbs.val)[0].shape[0])
     hparams = {n: np.array(plan.h0[n]) for n in plan.names}
     value, per_seed = np.full(population, np.inf), np.full((population, num_seeds), np.inf)
@@ -222,7 +228,7 @@ def _test_value(pbs, hparams, names, j):
     if pbs.test is None:
         return None
     h = {n: jnp.asarray(hparams[n][j], jnp.result_type(pbs.hparams[n])) for n in names}
-    return float(jnp.mean(_test_outer(pbs, h)))
+    return float(jnp.mean(_exported.call("tune-test", _test_outer, pbs, h)))
 
 
 def evaluate(

@@ -14,6 +14,8 @@ compiled outer step is reused across rounds and calls.
 """
 
 import dataclasses
+import functools
+import weakref
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -74,7 +76,7 @@ class Problems:
 
     def _build(self, config):
         if isinstance(self.problem, BilevelProblem):
-            return stack_problems([self.problem])
+            return _remember_first(stack_problems([self.problem]), self.problem)
         pbs = [self.problem(dict(config), seed=s) for s in self.seeds]
         for s, pb in zip(self.seeds, pbs, strict=True):
             if not isinstance(pb, BilevelProblem):
@@ -82,12 +84,13 @@ class Problems:
                     f"problem(config, seed={s}) must return a BilevelProblem, got {pb!r}"
                 )
         try:
-            return stack_problems(pbs)
+            stacked = stack_problems(pbs)
         except ValueError:
             raise ValueError(
                 "problem(config, seed=...) must return problems of one structure and shapes "
                 "for every seed of a configuration"
             ) from None
+        return _remember_first(stacked, pbs[0])
 
 
 def check_problem(problem, space: Space, settings) -> None:
@@ -118,8 +121,23 @@ def check_problem(problem, space: Space, settings) -> None:
     check_hparams(problem, space, {}, "problem")
 
 
+_FIRST: dict[int, tuple] = {}  # id(stack) -> (weak reference to it, its first problem)
+
+
+def _remember_first(stacked: BilevelProblem, one: BilevelProblem) -> BilevelProblem:
+    """Let `first(stacked)` return `one`, for as long as `stacked` lives."""
+    key = id(stacked)
+    _FIRST[key] = (weakref.ref(stacked), one)
+    weakref.finalize(stacked, _FIRST.pop, key, None)
+    return stacked
+
+
 def first(pbs: BilevelProblem) -> BilevelProblem:
-    """The first seed's problem of a stack."""
+    """The first seed's problem of a stack (the factory's own, for a stack `Problems`
+    built: slicing each leaf eagerly would compile a program per shape)."""
+    ref, one = _FIRST.get(id(pbs), (None, None))
+    if ref is not None and ref() is pbs:
+        return one
     return jax.tree.map(lambda x: x[0], pbs)
 
 
@@ -168,11 +186,20 @@ def check_exact(problems: Problems, space, discrete, relaxed, relaxed_pb):
             )
 
 
-def draw_starts(space, names, discrete, key, population):
-    """`population` valid starting points of the continuous dimensions."""
+@functools.partial(jax.jit, static_argnums=(3,))
+def _uniform(seed, round_number, attempt, shape):
+    """`uniform(fold_in(fold_in(key(seed), round_number), attempt), shape)`, one compiled
+    program (eagerly, each of the three operations would compile one of its own)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), round_number), attempt)
+    return jax.random.uniform(key, shape)
+
+
+def draw_starts(space, names, discrete, seed, round_number, population):
+    """`population` valid starting points of the continuous dimensions: round
+    `round_number` of run `seed` draws from `fold_in(key(seed), round_number)`."""
     starts = []
     for r in range(100):
-        u = np.asarray(jax.random.uniform(jax.random.fold_in(key, r), (population, len(names))))
+        u = np.asarray(_uniform(seed, round_number, r, (population, len(names))))
         for row in u:
             cfg = dict(discrete)
             cfg.update({n: float(space.dims[n].from_unit(row[j])) for j, n in enumerate(names)})
@@ -186,11 +213,8 @@ def draw_starts(space, names, discrete, key, population):
 def initial_hparams(pb, names, starts):
     """Stacked starting hyperparameters, each value broadcast to its leaf's shape."""
     return {
-        n: jnp.stack(
-            [
-                jnp.full(jnp.shape(pb.hparams[n]), s[n], jnp.result_type(pb.hparams[n]))
-                for s in starts
-            ]
+        n: jax.device_put(
+            np.stack([np.full(np.shape(pb.hparams[n]), s[n], pb.hparams[n].dtype) for s in starts])
         )
         for n in names
     }

@@ -35,15 +35,23 @@ def positive_int(value, name, allow_none=False):
 
 
 @functools.lru_cache(maxsize=16)
-def _named_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
-    """`optax.<name>(learning_rate)`, one object per setting (compiled steps are reused)."""
+def _named_optimizer(name: str) -> optax.GradientTransformation:
+    """`optax.<name>` with its learning rate injected as state (`optax.inject_hyperparams`),
+    one object per name: every learning rate runs the same compiled steps, the rate being
+    data (`DescentSettings.learning_rate`)."""
     make = getattr(optax, name, None)
     if not callable(make):
         raise ValueError(f"optimizer must name an optax optimizer, got optimizer={name!r}")
-    tx = make(learning_rate)
+    try:
+        tx = optax.inject_hyperparams(make)(learning_rate=1.0)
+    except TypeError:  # not a function of a learning rate
+        tx = None
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"optax.{name}(learning_rate) is not an optimizer")
-    return tx
+    # Its repr names it (an exported program's key holds it; see hypergrad._exported).
+    text = f"optax.{name}(learning_rate=<state>)"
+    named = type(type(tx).__name__, (type(tx),), {"__slots__": (), "__repr__": lambda _: text})
+    return named(*tx)
 
 
 def _nonnegative(value, name):
@@ -65,6 +73,7 @@ class TuneSettings:
       throw: raise when an inner solve did not converge.
       gap_threshold: the relative validation-to-test gap that warns.
       time_budget_s: start no new round after this many seconds (None: no limit).
+      refine: refinement rounds after the proposed ones (see `tune`).
     """
 
     rounds: int = 1
@@ -82,11 +91,19 @@ class TuneSettings:
     throw: bool = False
     gap_threshold: float = GAP_THRESHOLD
     time_budget_s: float | None = None
+    refine: int = 0
 
     def __post_init__(self):
         for name in ("rounds", "population", "seeds", "steps"):
             positive_int(getattr(self, name), name)
         positive_int(self.halving, "halving", allow_none=True)
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise ValueError(f"refine must be a non-negative int, got refine={self.refine!r}")
+        if self.refine and not isinstance(self.optimizer, str):
+            raise ValueError(
+                "refine lowers the learning rate of an optimizer given by name; got "
+                f"optimizer={self.optimizer!r}"
+            )
         if self.halving == 1:
             raise ValueError("halving must be at least 2 (the fraction 1/halving is kept), got 1")
         budget = self.time_budget_s
@@ -119,10 +136,16 @@ class TuneSettings:
             raise ValueError(f"seed must be an int, got seed={self.seed!r}")
 
     def optimizer_transformation(self) -> optax.GradientTransformation:
-        """The optax transformation (equal settings give the same object)."""
+        """The optax transformation: for a name, one object per name whose learning rate
+        is data (`descent_learning_rate`); a given transformation as it is."""
         if isinstance(self.optimizer, str):
-            return _named_optimizer(self.optimizer, float(self.learning_rate))
+            return _named_optimizer(self.optimizer)
         return self.optimizer
+
+    def descent_learning_rate(self) -> float | None:
+        """The learning rate the descent writes into the optimizer's state (a named
+        optimizer), or None (a given transformation keeps its own)."""
+        return float(self.learning_rate) if isinstance(self.optimizer, str) else None
 
     def schedule(self):
         """`step -> inner tolerance` over the `steps` outer steps, or None."""

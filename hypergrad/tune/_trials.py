@@ -9,7 +9,7 @@ calls whose every member completed (to resume), and `observe_rounds` shows them 
 proposer through its own `observe`.
 
 What a member's trial holds, besides what every record holds: its starting point as
-parameters; `ROUND_ATTR` and `POPULATION_ATTR`; the budget `{"steps": steps it ran,
+parameters; `ROUND_ATTR`, `POPULATION_ATTR` and `REFINE_ATTR`; the budget `{"steps": steps it ran,
 "problem": the factory, "continuous": bounds, "settings": TuneSettings.to_json(),
 "relaxed": ...}` from which `replay` re-runs it; its value (the seed mean), the curve
 as intermediate values, and as results `hparams`, `per_seed`, `inner_failures`,
@@ -32,6 +32,7 @@ from ._plan import discrete_space
 
 ROUND_ATTR = "tune.round"
 POPULATION_ATTR = "tune.population"
+REFINE_ATTR = "tune.refine"  # a refinement round's level (absent or 0: a proposed round)
 KIND = "gradient"
 
 
@@ -76,6 +77,7 @@ class Round(NamedTuple):
     members: list[Member]
     value: float  # the best member's value
     resumed: bool  # read back from the records, not run by this call
+    level: int = 0  # 0: proposed; k: the k-th refinement (see `tune`'s `refine`)
 
 
 def exhaustive_grid(space: Space, rounds: int) -> GridSearch | None:
@@ -114,8 +116,9 @@ def choose_proposer(proposer, space: Space, settings):
     return proposer
 
 
-def start_members(records, plan, starts, settings, *, searched, ref, proposer, proposal):
-    """A `RUNNING` trial per starting point of the round `plan`; their numbers."""
+def start_members(records, plan, starts, settings, *, searched, ref, proposer, proposal, level=0):
+    """A `RUNNING` trial per starting point of the round `plan` (a refinement round's at
+    `level` > 0); their numbers."""
     numbers = []
     for s in starts:
         number, _ = records.start(
@@ -133,6 +136,7 @@ def start_members(records, plan, starts, settings, *, searched, ref, proposer, p
                 # Re-run alone, a member of a vmap-ed population may differ in the last
                 # bits: reproduce compares within a tolerance.
                 EXACT_ATTR: settings.population == 1,
+                REFINE_ATTR: level,
             },
         )
         numbers.append(number)
@@ -222,19 +226,22 @@ def completed_rounds(records, space) -> dict[int, tuple[Round, dict]]:
             continue
         members = [_member(t) for t in sorted(complete, key=lambda t: t.number)]
         discrete = {k: v for k, v in members[0].start.items() if k in space.discrete}
+        level = int(trials[0].user_attrs.get(REFINE_ATTR) or 0)
         done[r] = (
-            Round(r, discrete, members, min(m.value for m in members), True),
+            Round(r, discrete, members, min(m.value for m in members), True, level),
             trials[0].user_attrs.get("proposal_info") or {},
         )
     return done
 
 
 def observe_rounds(proposer, finished) -> None:
-    """Show the finished rounds to `proposer`, in order: its `observe` moves it past
-    them (a draw index, a grid point); a proposer with a history of its own (Optuna's)
-    adds them to it."""
+    """Show the finished proposed rounds to `proposer`, in order: its `observe` moves it
+    past them (a draw index, a grid point); a proposer with a history of its own
+    (Optuna's) adds them to it. Refinement rounds were not proposed: not shown."""
     if proposer is None:
         return
     for r in sorted(finished):
         rnd, info = finished[r]
+        if rnd.level:
+            continue
         proposer.observe(Proposal(dict(rnd.config), info=dict(info)), rnd.value)

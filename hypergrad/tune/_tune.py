@@ -16,7 +16,14 @@ problems, are descended together in one compiled program (`descend`'s outer solv
 hyperparameters across seeds and descend on the seed mean of the validation objective,
 so the choice rests on the seed-aggregated value. With `halving`, successive halving
 drops the worse part of the population at rungs of geometrically growing length. The
-round's value (the best member's seed mean) goes back to the proposer (`tell`).
+round's value (the best member's seed mean) goes back to the proposer (`tell`). With
+`refine=k`, up to `k` refinement rounds follow the proposed ones: the best configuration
+again, its population started at the best points found so far, at a third of the
+previous learning rate (data of the same compiled descent: nothing new is compiled),
+until one gains at most `min_improvement` or the time budget is spent. Adam's steps are
+about the learning rate long whatever the gradient's size, so a fixed rate circles a
+minimum it cannot close on; refinement closes on it. Refinement rounds are trials like
+any (`tune.refine` says the level); they are not shown to the proposer.
 
 Invariant: every member of every round is one trial of `records` (`_trials`), created
 (`RUNNING`) before its round starts and completed after it; an interrupted run (Ctrl-C)
@@ -137,15 +144,15 @@ class _Progress:
     def __init__(self, enabled, rounds, steps):
         self.enabled, self.rounds, self.steps = enabled, rounds, steps
 
-    def at(self, r, best):
+    def at(self, r, best, level=0):
         """`progress(step, value)` for round `r`, or None when disabled."""
         if not self.enabled:
             return None
+        name = f"refinement {level}" if level else f"round {r + 1}/{self.rounds}"
 
         def show(step, value):
             sys.stderr.write(
-                f"\rtune: round {r + 1}/{self.rounds}  step {step}/{self.steps}  "
-                f"best {min(best, value):.6g}   "
+                f"\rtune: {name}  step {step}/{self.steps}  best {min(best, value):.6g}   "
             )
             sys.stderr.flush()
 
@@ -154,6 +161,31 @@ class _Progress:
     def close(self):
         if self.enabled:
             sys.stderr.write("\n")
+
+
+REFINE_FACTOR = 3.0  # each refinement round's learning rate is the previous one's / this
+
+
+def _next_level(history: list[Round], refine: int, min_improvement: float) -> int:
+    """The level of the next refinement round, or 0: none (`refine` reached, no round
+    yet, or the last refinement improved the best value of the rounds before it by at
+    most `min_improvement`, relative)."""
+    if not history:
+        return 0
+    last = history[-1]
+    if last.level and len(history) > 1:
+        before = min(h.value for h in history[:-1])
+        if not last.value < before - min_improvement * abs(before):
+            return 0
+    level = 1 + max(h.level for h in history)
+    return level if level <= refine else 0
+
+
+def _refinement_starts(history: list[Round], config: dict, population: int) -> list[dict]:
+    """The best `population` points of the members of every round of `config`."""
+    members = [m for h in history if h.config == config for m in h.members]
+    members.sort(key=lambda m: m.value)
+    return [{**config, **{n: float(v) for n, v in m.hparams.items()}} for m in members[:population]]
 
 
 class _Tuner:
@@ -178,9 +210,13 @@ class _Tuner:
         history = [finished[r][0] for r in sorted(finished)]
         r = max(finished, default=-1) + 1
         budget = self.settings.time_budget_s
+
+        def out_of_time():
+            return budget is not None and time.perf_counter() - start_time > budget
+
         try:
-            while len(history) < self.settings.rounds:
-                if budget is not None and time.perf_counter() - start_time > budget:
+            while sum(h.level == 0 for h in history) < self.settings.rounds:
+                if out_of_time():
                     break
                 asked = [Proposal({})] if self.proposer is None else self.proposer.ask(1)
                 if not asked:
@@ -190,24 +226,39 @@ class _Tuner:
                 if self.proposer is not None:
                     self.proposer.tell(asked, [rnd.value])
                 r += 1
+            refine, tol = self.settings.refine, self.settings.min_improvement
+            while (level := _next_level(history, refine, tol)) and not out_of_time():
+                best = min(history, key=lambda h: h.value)
+                starts = _refinement_starts(history, best.config, self.settings.population)
+                proposal = Proposal(dict(best.config))
+                history.append(self._round(r, proposal, best.value, level, starts))
+                r += 1
         finally:
             self.show.close()
         if not history:
             raise RuntimeError("no round ran: the proposer had nothing to propose")
         return self._result(history, start_time)
 
-    def _plan(self, r: int, discrete: dict):
-        """Round `r`'s plan and starting points; refuses a misfit problem first."""
+    def _plan(self, r: int, discrete: dict, starts=None):
+        """Round `r`'s plan and starting points (drawn, unless `starts` are given);
+        refuses a misfit problem first."""
         space, population = self.space, self.settings.population
         relaxed = [n for n in space.relaxed if space.is_active(n, discrete)]
         one = _plan.first(self.problems.get({**discrete, **dict.fromkeys(relaxed, RELAXED)}))
         names = _plan.check_hparams(one, space, discrete, "the problem", relaxed)
         continuous = [n for n in names if n not in relaxed]
-        if self.searched is None:  # every dimension is relaxed: nothing to draw
+        if self.settings.refine:  # a refinement round starts from recorded points
+            shaped = [n for n in continuous if jnp.ndim(one.hparams[n])]
+            if shaped:
+                raise ValueError(
+                    f"refine restarts from points recorded as trial parameters, which hold "
+                    f"numbers: hyperparameters {shaped} are arrays; pass refine=0"
+                )
+        if starts is None and self.searched is None:  # all relaxed: nothing to draw
             starts = [{} for _ in range(population)]
-        else:
-            key = jax.random.fold_in(jax.random.key(self.settings.seed), r)
-            starts = _plan.draw_starts(self.searched, continuous, discrete, key, population)
+        elif starts is None:
+            seed = self.settings.seed
+            starts = _plan.draw_starts(self.searched, continuous, discrete, seed, r, population)
         h0 = _plan.initial_hparams(one, continuous, starts)
         if relaxed:
             _plan.check_exact(self.problems, space, discrete, relaxed, one)
@@ -220,21 +271,26 @@ class _Tuner:
                 h0[n] = jnp.asarray(weights)
         return _plan.Plan(r, discrete, space, names, relaxed, h0), starts
 
-    def _round(self, r: int, proposal: Proposal, best: float) -> Round:
-        plan, starts = self._plan(r, dict(proposal.config))
+    def _round(self, r: int, proposal: Proposal, best: float, level=0, starts=None) -> Round:
+        plan, starts = self._plan(r, dict(proposal.config), starts)
+        settings = self.settings
+        if level:  # recorded with its trials: `reproduce` re-runs them at this rate
+            rate = settings.learning_rate / REFINE_FACTOR**level
+            settings = dataclasses.replace(settings, learning_rate=rate)
         numbers = _trials.start_members(
             self.records,
             plan,
             starts,
-            self.settings,
+            settings,
             searched=self.searched,
             ref=self.ref,
-            proposer=self.proposer,
+            proposer=None if level else self.proposer,
             proposal=proposal,
+            level=level,
         )
         round_start = time.perf_counter()
         try:
-            out = evaluate(self.problems, plan, self.settings, progress=self.show.at(r, best))
+            out = evaluate(self.problems, plan, settings, progress=self.show.at(r, best, level))
         except BaseException as e:
             _trials.fail_members(self.records, numbers, f"{type(e).__name__}: {e}")
             raise
@@ -249,9 +305,9 @@ class _Tuner:
         self.solver = out.solver
         wall = time.perf_counter() - round_start  # members ran together
         members = _trials.finish_members(
-            self.records, numbers, starts, plan, out, self.settings, self.ref, wall
+            self.records, numbers, starts, plan, out, settings, self.ref, wall
         )
-        return Round(r, plan.discrete, members, float(np.min(out.value)), False)
+        return Round(r, plan.discrete, members, float(np.min(out.value)), False, level)
 
     def _result(self, history, start_time) -> TuneResult:
         rnd = min(history, key=lambda h: h.value)
@@ -314,6 +370,7 @@ def tune(
     progress: bool | None = None,
     throw: bool = False,
     gap_threshold: float = GAP_THRESHOLD,
+    refine: int = 0,
 ) -> TuneResult:
     """Tune `problem`'s hyperparameters over `space`; see the module docstring.
 
@@ -331,8 +388,9 @@ def tune(
       halving: keep the best `1/halving` of the population at each rung of successive
         halving; `None` runs every member for `steps`.
       method: how hypergradients are computed (default: the problem's, else `Implicit()`).
-      optimizer, learning_rate: the outer optimizer: an optax optimizer's name, called
-        with `learning_rate` (recorded, so `hypergrad reproduce` can rebuild it), or a
+      optimizer, learning_rate: the outer optimizer: an optax optimizer's name, run at
+        `learning_rate` (recorded, so `hypergrad reproduce` can rebuild it; the rate is
+        data, `optax.inject_hyperparams`: every rate runs one compiled program), or a
         `GradientTransformation` (not rebuilt by `reproduce`), stepping in the space's
         unconstrained coordinates (logit of the (log-)position in the bounds).
       tol, min_improvement: a member is done when its hypergradient norm is at most
@@ -345,7 +403,15 @@ def tune(
         a `GridSearch` when there are at most `rounds` combinations).
       records: where trials go (default `Records.open()`: the SQLite file `hypergrad.db`,
         a new study). Pass the records of an interrupted run to resume it.
-      time_budget_s: start no new round after this many seconds.
+      time_budget_s: start no new round (refinement rounds included) after this many
+        seconds.
+      refine: after the proposed rounds, at most this many refinement rounds: each
+        restarts the best configuration's `population` best points so far (over all its
+        rounds) at the learning rate of the round before divided by `REFINE_FACTOR` (3),
+        for `steps` steps. Refining stops when a refinement round improves the best
+        value by at most `min_improvement` (relative), or at `time_budget_s`. The
+        learning rate is data of the compiled descent: refining compiles nothing new.
+        Needs a named optimizer and scalar continuous hyperparameters.
       seed: the run's seed: problem `s` of every round is built with
         `hypergrad.records.trial_seed(seed, s)` (configurations compared on the same
         data); round `r` draws its starts from `fold_in(jax.random.key(seed), r)`.
@@ -375,10 +441,16 @@ def tune(
         throw=throw,
         gap_threshold=gap_threshold,
         time_budget_s=time_budget_s,
+        refine=refine,
     )
     if not isinstance(space, Space):
         raise TypeError(f"space must be a hypergrad.space.Space, got space={space!r}")
     _relaxed.check_space(space)
+    if refine and space.relaxed:
+        raise ValueError(
+            f"refine restarts from recorded points, which do not hold the weights of the "
+            f"relaxed dimensions {list(space.relaxed)}; pass refine=0"
+        )
     _plan.check_problem(problem, space, settings)
     proposer = _trials.choose_proposer(proposer, space, settings)
     if proposer is None:
