@@ -68,7 +68,26 @@ def _spectral_norm_sq(X, weight, iters=100):
     return 1.01 * jnp.sum((Xw @ v) ** 2)
 
 
-_spectral_norm_sq_jit = jax.jit(_spectral_norm_sq, static_argnames="iters")
+def _power_norm_sq(X, weight, iters=100):
+    """`_spectral_norm_sq` in NumPy (data being built: no program to compile)."""
+    Xw = X * np.sqrt(weight)[:, None]
+    v = np.ones(X.shape[1], X.dtype) / np.sqrt(X.shape[1])
+    for _ in range(iters):
+        u = (Xw @ v) @ Xw
+        v = u / np.linalg.norm(u)
+    return 1.01 * np.sum((Xw @ v) ** 2)
+
+
+def _const(x, dtype):
+    """`jnp.asarray(x, dtype)`, by a transfer for host values (an eager conversion
+    compiles a program of its own, about 10 ms in a fresh process)."""
+    if isinstance(x, jax.Array):
+        return jnp.asarray(x, dtype)
+    return jax.device_put(np.asarray(x, dtype))
+
+
+def _zeros(shape, dtype):
+    return jax.device_put(np.zeros(shape, dtype))
 
 
 def _as_rows(X, y, name, weight=None, logistic=False, lipschitz=False):
@@ -87,16 +106,19 @@ def _as_rows(X, y, name, weight=None, logistic=False, lipschitz=False):
         raise ValueError(f"X_{name} and y_{name} must be finite (no NaN or inf)")
     if logistic and not np.all((yn == 0) | (yn == 1)):
         raise ValueError(f"y_{name} must hold labels in {{0, 1}}")
-    X = jnp.asarray(X)
-    if not jnp.issubdtype(X.dtype, jnp.floating):
-        X = X.astype(jnp.result_type(float))
-    y = jnp.asarray(y, X.dtype)
-    weight = jnp.ones(X.shape[0], X.dtype) if weight is None else jnp.asarray(weight, X.dtype)
+    # In NumPy up to the transfer: an eager JAX operation compiles a program of its own,
+    # about 10 ms each in a fresh process.
+    floating = np.issubdtype(Xn.dtype, np.floating)
+    dtype = jax.dtypes.canonicalize_dtype(Xn.dtype if floating else jnp.result_type(float))
+    Xn, yn = Xn.astype(dtype, copy=False), yn.astype(dtype, copy=False)
+    wn = np.ones(len(yn), dtype) if weight is None else np.asarray(weight, dtype)
+    rows = Rows(*jax.device_put((Xn, yn, wn)))
     if not lipschitz:
-        return Rows(X, y, weight)
+        return rows
     # FISTA's step for the logistic loss: sigmoid' <= 1/4, the intercept one more column.
-    Xb = jnp.hstack([X, jnp.ones((X.shape[0], 1), X.dtype)])
-    return Rows(X, y, weight, _spectral_norm_sq_jit(Xb, weight) / (4 * jnp.sum(weight)))
+    Xb = np.hstack([Xn, np.ones((len(yn), 1), dtype)])
+    lipschitz = np.asarray(_power_norm_sq(Xb, wn) / (4 * wn.sum()), dtype)
+    return rows._replace(lipschitz=jax.device_put(lipschitz))
 
 
 # `1/(2 sum(weight)) sum_i weight_i (x_i^T w - y_i)^2`: the lasso's smooth part, the data
@@ -238,7 +260,7 @@ def lasso(
     if alpha is None:
         alpha = alpha_max(train.X, train.y, train.weight) / 10
     _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
-    alpha = jnp.asarray(alpha, dtype)
+    alpha = _const(alpha, dtype)
     if per_feature:
         alpha = jnp.broadcast_to(alpha, (p,))
     name = "weighted_lasso" if per_feature else "lasso"
@@ -246,7 +268,7 @@ def lasso(
     return _prox_problem(
         squared_loss,
         mean_squared_error,
-        jnp.zeros(p, dtype),
+        _zeros(p, dtype),
         (train, val, test),
         {"alpha": alpha},
         prox,
@@ -292,12 +314,12 @@ def elastic_net(
     alpha2 = amax / 10 if alpha2 is None else alpha2
     _check_positive("alpha1", alpha1, lambda s: s == ())
     _check_positive("alpha2", alpha2, lambda s: s == ())
-    hparams = {"alpha1": jnp.asarray(alpha1, dtype), "alpha2": jnp.asarray(alpha2, dtype)}
+    hparams = {"alpha1": _const(alpha1, dtype), "alpha2": _const(alpha2, dtype)}
     prox = ElasticNet("alpha1", "alpha2")
     return _prox_problem(
         squared_loss,
         mean_squared_error,
-        jnp.zeros(p, dtype),
+        _zeros(p, dtype),
         (train, val, test),
         hparams,
         prox,
@@ -350,10 +372,10 @@ def sparse_logistic(
     p, dtype = train.X.shape[1], train.X.dtype
     alpha = _logistic_l1_default(train) if alpha is None else alpha
     _check_positive("alpha", alpha, lambda s: s in ((), (p,)))
-    alpha = jnp.asarray(alpha, dtype)
+    alpha = _const(alpha, dtype)
     if per_feature:
         alpha = jnp.broadcast_to(alpha, (p,))
-    init = {"w": jnp.zeros(p, dtype), "b": jnp.zeros((), dtype)}
+    init = {"w": _zeros(p, dtype), "b": _zeros((), dtype)}
     prox = L1("alpha", leaf="w")
     return _prox_problem(
         log_loss,
@@ -399,14 +421,14 @@ def elastic_net_logistic(
     alpha2 = 1e-2 if alpha2 is None else alpha2
     _check_positive("alpha1", alpha1, lambda s: s == ())
     _check_positive("alpha2", alpha2, lambda s: s == ())
-    init = {"w": jnp.zeros(p, dtype), "b": jnp.zeros((), dtype)}
+    init = {"w": _zeros(p, dtype), "b": _zeros((), dtype)}
     prox = ElasticNet("alpha1", "alpha2", leaf="w")
     return _prox_problem(
         log_loss,
         log_loss,
         init,
         (train, val, test),
-        {"alpha1": jnp.asarray(alpha1, dtype), "alpha2": jnp.asarray(alpha2, dtype)},
+        {"alpha1": _const(alpha1, dtype), "alpha2": _const(alpha2, dtype)},
         prox,
         max_steps,
         tol,
@@ -426,11 +448,11 @@ def ridge_rows(
     return BilevelProblem(
         inner=ridge_loss,
         outer=mean_squared_error,
-        init_params=jnp.zeros(p, dtype),
+        init_params=_zeros(p, dtype),
         train=train,
         val=val,
         test=test,
-        hparams={"alpha": jnp.asarray(alpha, dtype)},
+        hparams={"alpha": _const(alpha, dtype)},
         solver=Newton(max_steps=2, tol=tol),
         name="ridge_rows",
     )
@@ -456,11 +478,11 @@ def logistic_rows(
     return BilevelProblem(
         inner=l2_log_loss,
         outer=log_loss,
-        init_params={"w": jnp.zeros(p, dtype), "b": jnp.zeros((), dtype)},
+        init_params={"w": _zeros(p, dtype), "b": _zeros((), dtype)},
         train=train,
         val=val,
         test=test,
-        hparams={"alpha": jnp.asarray(alpha, dtype)},
+        hparams={"alpha": _const(alpha, dtype)},
         solver=LBFGS(max_steps=1000, tol=tol) if p > 1000 else Newton(tol=tol, line_search=8),
         name="logistic_rows",
     )
