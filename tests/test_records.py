@@ -121,6 +121,47 @@ def test_gradient_run_records_its_curve(recorded):
     assert t.user_attrs["result.alpha"] == outcome.attrs["alpha"]
 
 
+@pytest.mark.parametrize("kind", [*STORAGES, "postgres"])
+def test_finish_writes_what_optunas_own_writes_would(tmp_path, kind):
+    """`Records.finish` (on an RDB storage one transaction of a few statements) against
+    Optuna's one-call-per-value writes into an in-memory storage: the same curve
+    (infinite, NaN and overwritten steps included), attributes and value read back."""
+    curve = (3.0, 2.5, float("inf"), float("nan"), -1e300, 0.125)
+    outcome = Outcome(
+        0.125,
+        intermediate=curve,
+        inner_solves=7,
+        attrs={"hparams": {"a": np.float64(0.5)}, "per_seed": np.arange(2.0), "note": "x"},
+    )
+    if kind == "postgres":
+        from ._records_postgres import postgres_url, unique
+
+        where, study = postgres_url(), unique("finish")
+    else:
+        where, study = tmp_path / STORAGES[kind], "finish"
+    read = []
+    for storage in (where, optuna.storages.InMemoryStorage()):
+        records = Records.open(storage, study)
+        number, _ = records.start({"a": 1.0}, seed=0)
+        trial_id = records.storage.get_trial_id_from_study_id_trial_number(
+            records.storage.get_study_id_from_name(study), number
+        )
+        records.storage.set_trial_intermediate_value(trial_id, 1, 99.0)  # overwritten
+        records.storage.set_trial_user_attr(trial_id, "result.note", "old")  # overwritten
+        records.finish(number, outcome, wall_time_s=1.5)
+        t = Records.open(storage, study, create=False).trial(number)
+        keys = [k for k in t.user_attrs if k in ("wall_time_s", "inner_solves") or "." in k]
+        read.append(
+            (t.state, t.value, dict(t.intermediate_values), {k: t.user_attrs[k] for k in keys})
+        )
+    (state, value, values, attrs), reference = read
+    assert state == TrialState.COMPLETE and value == 0.125
+    assert reference[2].keys() == values.keys() == set(range(len(curve)))
+    np.testing.assert_array_equal([values[k] for k in range(6)], curve)  # NaN equals NaN
+    assert (state, value, attrs) == (reference[0], reference[1], reference[3])
+    assert attrs["result.per_seed"] == [0.0, 1.0] and attrs["result.note"] == "x"
+
+
 def test_failing_objective_leaves_a_failed_trial(tmp_path):
     records = Records.open(tmp_path / "f.db", "f")
     with pytest.raises(RuntimeError, match="the objective broke"):

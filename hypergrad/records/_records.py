@@ -434,15 +434,20 @@ class Records:
         """Write the outcome; `COMPLETE` if its value is finite, else `FAIL`."""
         self._writable()
         trial_id = self._trial_id(number)
-        for step, v in enumerate(outcome.intermediate):
-            self.storage.set_trial_intermediate_value(trial_id, step, v)
+        intermediate = dict(enumerate(outcome.intermediate))
         attrs = {
             "wall_time_s": float(wall_time_s),
             "inner_solves": int(outcome.inner_solves),
-            **{f"result.{k}": v for k, v in outcome.attrs.items()},
+            **{f"result.{k}": _jsonable(v) for k, v in outcome.attrs.items()},
         }
-        for k, v in attrs.items():
-            self.storage.set_trial_user_attr(trial_id, k, _jsonable(v))
+        write = getattr(self.storage, "write_trial", None)  # one transaction (RDB)
+        if write is not None:
+            write(trial_id, intermediate, attrs)
+        else:
+            for step, v in intermediate.items():
+                self.storage.set_trial_intermediate_value(trial_id, step, v)
+            for k, v in attrs.items():
+                self.storage.set_trial_user_attr(trial_id, k, v)
         if _finite(outcome.value):
             v = list(outcome.value) if isinstance(outcome.value, tuple) else outcome.value
             with quiet_optuna():

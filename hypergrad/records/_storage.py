@@ -135,6 +135,36 @@ class _RDBStorage(optuna.storages.RDBStorage):
     def _create_new_trial(self, study_id, template_trial=None):
         return super()._create_new_trial(study_id, _with_worker(template_trial))
 
+    def write_trial(self, trial_id: int, intermediate, user_attrs) -> None:
+        """A running trial's intermediate values (`{step: value}`) and user attributes
+        in one transaction and a few statements, where Optuna's API commits each and
+        looks the trial up again for each (a tuner's member writes its curve: that was
+        most of a round's bookkeeping). Written through Optuna's table models;
+        tests/test_records.py reads the result back through Optuna."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        values = models.TrialIntermediateValueModel
+        attrs = models.TrialUserAttributeModel
+        with _create_scoped_session(self.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            have = {v.step: v for v in session.query(values).filter(values.trial_id == trial_id)}
+            for step, value in intermediate.items():
+                stored, kind = values.intermediate_value_to_stored_repr(value)
+                row = have.get(step)
+                if row is None:
+                    row = values(trial_id=trial_id, step=step)
+                    session.add(row)
+                row.intermediate_value, row.intermediate_value_type = stored, kind
+            have = {a.key: a for a in session.query(attrs).filter(attrs.trial_id == trial_id)}
+            for key, value in user_attrs.items():
+                row = have.get(key)
+                if row is None:
+                    row = attrs(trial_id=trial_id, key=key)
+                    session.add(row)
+                row.value_json = json.dumps(value)
+
 
 class _JournalStorage(JournalStorage):
     def create_new_trial(self, study_id, template_trial=None):
