@@ -148,9 +148,11 @@ def test_finish_writes_what_optunas_own_writes_would(tmp_path, kind):
         )
         records.storage.set_trial_intermediate_value(trial_id, 1, 99.0)  # overwritten
         records.storage.set_trial_user_attr(trial_id, "result.note", "old")  # overwritten
-        records.finish(number, outcome, wall_time_s=1.5)
+        records.finish(number, outcome, wall_time_s=1.5, annotations={"budget": {"steps": 6}})
         t = Records.open(storage, study, create=False).trial(number)
-        keys = [k for k in t.user_attrs if k in ("wall_time_s", "inner_solves") or "." in k]
+        keys = [
+            k for k in t.user_attrs if k in ("wall_time_s", "inner_solves", "budget") or "." in k
+        ]
         read.append(
             (t.state, t.value, dict(t.intermediate_values), {k: t.user_attrs[k] for k in keys})
         )
@@ -160,6 +162,7 @@ def test_finish_writes_what_optunas_own_writes_would(tmp_path, kind):
     np.testing.assert_array_equal([values[k] for k in range(6)], curve)  # NaN equals NaN
     assert (state, value, attrs) == (reference[0], reference[1], reference[3])
     assert attrs["result.per_seed"] == [0.0, 1.0] and attrs["result.note"] == "x"
+    assert attrs["budget"] == {"steps": 6}
 
 
 def test_failing_objective_leaves_a_failed_trial(tmp_path):

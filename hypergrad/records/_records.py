@@ -430,12 +430,14 @@ class Records:
         with quiet_optuna():
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
-    def finish(self, number: int, outcome: Outcome, wall_time_s: float) -> None:
-        """Write the outcome; `COMPLETE` if its value is finite, else `FAIL`."""
+    def finish(self, number: int, outcome: Outcome, wall_time_s: float, annotations=None) -> None:
+        """Write the outcome, and `annotations` (attributes, as `annotate` writes them)
+        with it; `COMPLETE` if its value is finite, else `FAIL`."""
         self._writable()
         trial_id = self._trial_id(number)
         intermediate = dict(enumerate(outcome.intermediate))
         attrs = {
+            **{k: _jsonable(v) for k, v in dict(annotations or {}).items()},
             "wall_time_s": float(wall_time_s),
             "inner_solves": int(outcome.inner_solves),
             **{f"result.{k}": _jsonable(v) for k, v in outcome.attrs.items()},

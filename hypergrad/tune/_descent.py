@@ -529,7 +529,7 @@ def _tolerances(inner_tol, solver, max_steps, dtype):
     for tol in tols:
         if not (isinstance(tol, float | int) and not isinstance(tol, bool) and tol > 0):
             raise ValueError(f"inner_tol(step) must be a positive number, got {tol!r}")
-    return jnp.asarray(tols, dtype)
+    return np.asarray(tols, dtype)
 
 
 def descend(
@@ -644,13 +644,17 @@ def run_descent(static, problem, hparams, state, key, steps, inner_tol, options,
     dtype = jnp.result_type(float)
     rate = options.get("learning_rate")
     base_solver = problem.solver if static.solver is None else static.solver
-    settings = DescentSettings(
-        steps=jnp.asarray(steps, jnp.int32),
-        tols=_tolerances(inner_tol, base_solver, static.max_steps, dtype),
-        grad_tol=jnp.asarray(options["tol"], dtype),
-        min_improvement=jnp.asarray(options["min_improvement"], dtype),
-        patience=jnp.asarray(options["patience"], jnp.int32),
-        learning_rate=None if rate is None else jnp.asarray(rate, dtype),
+    # NumPy numbers, put on the device at once: an eager conversion each would compile a
+    # program of its own in a fresh process.
+    settings = jax.device_put(
+        DescentSettings(
+            steps=np.asarray(steps, np.int32),
+            tols=_tolerances(inner_tol, base_solver, static.max_steps, dtype),
+            grad_tol=np.asarray(options["tol"], dtype),
+            min_improvement=np.asarray(options["min_improvement"], dtype),
+            patience=np.asarray(options["patience"], np.int32),
+            learning_rate=None if rate is None else np.asarray(rate, dtype),
+        )
     )
     if state is None:
         if static.batch_hparams:  # the configurations split over the devices, if several
@@ -683,8 +687,13 @@ def _result(static: _Static, s: DescentState, solver: AbstractSolver) -> Descent
     history["inner_failures"] = failed_counts(counts)
     inner_status = status_counts(counts)
     reasons = sorted({REASONS[int(r)] for r in np.ravel(np.asarray(s.reason))} - {"running"})
+    to_hparams = jax.jit(static.from_unconstrained)
+    if _exported.active():  # see `_compiled`
+        hparams = _exported.call("descent-hparams", to_hparams, s.best_theta)
+    else:
+        hparams = to_hparams(s.best_theta)
     return DescentResult(
-        hparams=jax.jit(static.from_unconstrained)(s.best_theta),
+        hparams=hparams,
         value=s.best_value,
         per_seed=s.best_parts,
         history=history,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _exported
 from .._bilevel import BilevelProblem
 from ..records import trial_seed
 from ..space import RELAXED, Real, Space
@@ -186,12 +187,18 @@ def check_exact(problems: Problems, space, discrete, relaxed, relaxed_pb):
             )
 
 
-@functools.partial(jax.jit, static_argnums=(3,))
-def _uniform(seed, round_number, attempt, shape):
-    """`uniform(fold_in(fold_in(key(seed), round_number), attempt), shape)`, one compiled
-    program (eagerly, each of the three operations would compile one of its own)."""
+def _uniform(seed, round_number, attempt, *, shape):
+    """`uniform(fold_in(fold_in(key(seed), round_number), attempt), shape)`: one program
+    (eagerly, each of the three operations would compile one of its own), exported within
+    `hypergrad._exported.enabled()`."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), round_number), attempt)
     return jax.random.uniform(key, shape)
+
+
+@functools.cache
+def _uniform_of(shape):
+    """`_uniform` of `shape`, compiled (the shape bound: it keys an exported program)."""
+    return jax.jit(functools.partial(_uniform, shape=shape))
 
 
 def draw_starts(space, names, discrete, seed, round_number, population):
@@ -199,7 +206,8 @@ def draw_starts(space, names, discrete, seed, round_number, population):
     `round_number` of run `seed` draws from `fold_in(key(seed), round_number)`."""
     starts = []
     for r in range(100):
-        u = np.asarray(_uniform(seed, round_number, r, (population, len(names))))
+        draw = _uniform_of((population, len(names)))
+        u = np.asarray(_exported.call("tune-starts", draw, seed, round_number, r))
         for row in u:
             cfg = dict(discrete)
             cfg.update({n: float(space.dims[n].from_unit(row[j])) for j, n in enumerate(names)})

@@ -171,9 +171,8 @@ def finish_members(records, numbers, starts, plan, out, settings, ref, wall_time
     members = []
     for j, (number, start) in enumerate(zip(numbers, starts, strict=True)):
         budget = _budget(plan, j, out.ran[j], settings, ref, plan.space)
-        records.annotate(number, budget=budget)
         outcome = out.outcome(j)
-        records.finish(number, outcome, wall_time_s)
+        records.finish(number, outcome, wall_time_s, annotations={"budget": budget})
         members.append(
             Member(
                 number,
