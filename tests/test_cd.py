@@ -125,17 +125,25 @@ def test_tolerance_and_penalty_are_data_no_retrace_under_jit_and_vmap(data):
         np.testing.assert_allclose(batch.params[i], solve(a, 1e-16).params, atol=1e-10)
 
 
-def test_warm_start_of_state_keeps_the_gram_cache(data):
+def _warm_start(data, working_set, alpha0, alpha):
+    """A solve at `alpha0`, then one at `alpha` warm-started from its state (checked
+    against a solve from zero); both results."""
     X, y, s = data
     rows = _rows(X, y, s)
-    solver = CoordinateDescent(L1(), tol=1e-16, working_set=64)
-    first = run(solver, least_squares, jnp.zeros(90), {"alpha": 0.05}, rows)
-    h = {"alpha": 0.045}
+    solver = CoordinateDescent(L1(), tol=1e-16, working_set=working_set)
+    first = run(solver, least_squares, jnp.zeros(90), {"alpha": alpha0}, rows)
+    h = {"alpha": alpha}
     state = solver.reinit(least_squares, first.params, first.state, h, rows)
     warm = run(solver, least_squares, first.params, h, rows, state=state)
     cold = run(solver, least_squares, jnp.zeros(90), h, rows)
     assert int(warm.status) == Status.CONVERGED
     np.testing.assert_allclose(warm.params, cold.params, atol=1e-9)
+    return first, warm
+
+
+def test_warm_start_of_state_keeps_the_gram_cache(data):
+    X, _, s = data
+    first, warm = _warm_start(data, 64, 0.05, 0.045)
     # Features cached by the first solve keep their slots (their Gram rows are reused), and
     # the cache holds the Gram matrix of its columns.
     before, after = first.state.inner, warm.state.inner
@@ -144,6 +152,25 @@ def test_warm_start_of_state_keeps_the_gram_cache(data):
     np.testing.assert_array_equal(np.asarray(after.slots)[:k], np.asarray(before.slots)[:k])
     k = int(after.count)
     cols = np.asarray(X)[:, np.asarray(after.slots)[:k]]
+    gram = (cols * s[:, None]).T @ cols / s.sum()
+    np.testing.assert_allclose(np.asarray(after.gram)[:k, :k], gram, atol=1e-12)
+
+
+def test_entering_features_that_do_not_fit_take_the_slots_no_longer_wanted(data):
+    """A warm start whose entering features overflow the cache: they take the slots of
+    features out of the working set, the features still in it keep their slots (and
+    Gram rows), and the cache still holds the Gram matrix of its columns."""
+    X, _, s = data
+    first, warm = _warm_start(data, 48, 0.08, 0.05)
+    before, after = first.state.inner, warm.state.inner
+    k0, k = int(before.count), int(after.count)
+    old, new = np.asarray(before.slots)[:k0], np.asarray(after.slots)[:k]
+    assert len(set(new)) == k  # no feature in two slots
+    moved = [j for j in range(k0) if new[j] != old[j]]
+    assert moved, "the warm start should overflow this cache"  # slots were reused
+    support = set(np.flatnonzero(np.asarray(warm.params)))
+    assert all(new[j] == old[j] for j in range(k0) if old[j] in support)
+    cols = np.asarray(X)[:, new]
     gram = (cols * s[:, None]).T @ cols / s.sum()
     np.testing.assert_allclose(np.asarray(after.gram)[:k, :k], gram, atol=1e-12)
 

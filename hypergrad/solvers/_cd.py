@@ -74,11 +74,11 @@ class CDState(NamedTuple):
       rows: `X[:, slots].T` on the filled slots.
       gram: `rows diag(s) rows^T / W` on the filled slots.
 
-    The slots are a cache: a feature keeps its slot (and its Gram row) once it has one,
-    entering features are appended after the filled slots, and only when they no longer
-    fit is the cache rebuilt from the current working set. A round thus computes the Gram
-    rows of entering features only, and a warm start (`CoordinateDescent.reinit`) keeps the
-    whole cache across hyperparameters.
+    The slots are a cache: a feature keeps its slot (and its Gram row) while it is in the
+    working set, entering features are appended after the filled slots, and when they no
+    longer fit they take the slots of features that left the working set. A round thus
+    computes the Gram rows of entering features only, and a warm start
+    (`CoordinateDescent.reinit`) keeps the whole cache across hyperparameters.
     """
 
     residual: Array
@@ -400,11 +400,12 @@ class CoordinateDescent(AbstractSolver):
     def _working_set(self, w, viol, inner):
         """The round's working set: the support first (when it fits), then the largest
         violations, `2 * nnz` features in all (`start_size` from zero). Features already in
-        a slot keep it; the others are appended, or, when they do not fit, the slots are
-        rebuilt from the working set. Returns `(slots, start, count, active, holds)`: the
-        new slots, the first slot whose row and Gram entries must be computed, the new
-        count of filled slots, the mask of slots updated this round, and whether the
-        working set holds the support (else the round is a block of a larger one)."""
+        a slot keep it; the others are appended, or, when they do not fit, take the slots
+        of features no longer wanted first. Returns `(slots, (refresh, m, old_count),
+        count, active, holds)`: the new slots; the `m` slots whose row and Gram entries
+        must be computed (`refresh[:m]`, ascending) and the count of filled slots before;
+        the new count; the mask of slots updated this round; and whether the working set
+        holds the support (else the round is a block of a larger one)."""
         p, size = w.shape[0], inner.slots.shape[0]
         slots, count = inner.slots, inner.count
         support = w != 0
@@ -435,53 +436,67 @@ class CoordinateDescent(AbstractSolver):
         )
         new = wanted & (slot_of[top] < 0)
         m = jnp.sum(new).astype(jnp.int32)
-        overflow = count + m > size
-        at = jnp.where(new, count + jnp.cumsum(new) - 1, size)
-        slots = jnp.where(overflow, top.astype(jnp.int32), slots.at[at].set(top, mode="drop"))
-        start = jnp.where(overflow, 0, count)
-        count = jnp.where(overflow, want, count + m).astype(jnp.int32)
+        # Entering features are appended; when they do not all fit, the first ones take
+        # the slots of features no longer wanted (kept + entering = want <= cap, so the
+        # rest fits after the filled slots). The slots still wanted keep their Gram rows:
+        # rebuilding the cache instead cost O(n want^2), most of a warm solve.
+        freed = filled & ~desired[slots]
+        reuse = jnp.where(count + m > size, jnp.minimum(jnp.sum(freed), m), 0)
+        freed_at = jnp.nonzero(freed, size=size, fill_value=size)[0]
+        k = jnp.cumsum(new) - 1  # the entering feature's rank
+        dest = jnp.where(k < reuse, freed_at[jnp.clip(k, 0, size - 1)], count + k - reuse)
+        slots = slots.at[jnp.where(new, dest, size)].set(top.astype(jnp.int32), mode="drop")
+        # The slots to compute, ascending: the reused ones (below `count`), then the new.
+        refresh = (
+            jnp.full(size, size, jnp.int32)
+            .at[jnp.where(new, k, size)]
+            .set(dest.astype(jnp.int32), mode="drop")
+        )
+        old_count, count = count, (count + m - reuse).astype(jnp.int32)
         active = (jnp.arange(size) < count) & desired[slots]
-        return slots, start, count, active, holds
+        return slots, (refresh, m, old_count), count, active, holds
 
-    def _refresh(self, X, s, W, slots, start, count, rows, gram):
-        """`rows` and Gram entries of the slots `start <= i < count`, `chunk` slots at a
-        time, against the filled slots only, `block` at a time: the cost is
-        `O(n * (count - start) * count)`. Every write is a contiguous block (in place);
-        blocks clamped into range recompute entries that are already right."""
+    def _refresh(self, X, s, W, slots, changed, count, rows, gram):
+        """`rows` and Gram entries of the slots `refresh[:m]` (`changed = (refresh, m,
+        old_count)`, ascending), `chunk` slots at a time, against the filled slots, `block`
+        at a time: the cost is `O(n * m * count)`. A chunk of appended slots (at or above
+        `old_count`) is computed against the slots up to its last only: the later ones
+        write both triangles when they come. A chunk padded past `m` repeats its last
+        slot; blocks clamped into range recompute entries that are already right."""
+        refresh, m, old_count = changed
         size, n = rows.shape
         # Products cover whole blocks: a block of 64 wastes less than 128 while the
         # working set is small (10% faster on HyperLasso's 300 x 1500 folds, by hand;
         # larger designs unchanged).
         chunk, block = min(size, 16), min(size, 64)
 
-        def first(c):  # the chunk's first slot, clamped so the chunk stays in range
-            return jnp.maximum(jnp.minimum(start + c * chunk, count - chunk), 0).astype(jnp.int32)
+        def at(c):  # the chunk's slots
+            return refresh[jnp.clip(c * chunk + jnp.arange(chunk), 0, jnp.maximum(m - 1, 0))]
 
-        chunks = (count - start + chunk - 1) // chunk
+        chunks = (m + chunk - 1) // chunk
 
         def put_rows(c, rows):
-            a = first(c)
-            sl = a + jnp.arange(chunk)
-            new = jnp.take(X, slots[sl], axis=1).T * (sl < count)[:, None]
-            return jax.lax.dynamic_update_slice(rows, new, (a, jnp.int32(0)))
+            sl = at(c)
+            return rows.at[sl].set(jnp.take(X, slots[sl], axis=1).T)
 
         rows = jax.lax.fori_loop(0, chunks, put_rows, rows)
 
         def put_gram(c, gram):
-            # Against the slots before this chunk's end only: the entries against later
-            # chunks are written (both triangles) when those chunks come.
-            a = first(c)
-            weighted = jax.lax.dynamic_slice(rows, (a, jnp.int32(0)), (chunk, n)) * (s / W)
+            sl = at(c)
+            weighted = rows[sl] * (s / W)
+            last = jnp.max(sl) + 1
+            upto = jnp.where(last <= old_count, count, last)
 
             def put_block(b, gram):
                 b0 = jnp.minimum(b * block, size - block).astype(jnp.int32)
                 other = jax.lax.dynamic_slice(rows, (b0, jnp.int32(0)), (block, n))
                 # Both triangles, each as its own product: writing a transposed copy of one
                 # tile made XLA copy the whole Gram matrix at every block.
-                gram = jax.lax.dynamic_update_slice(gram, other @ weighted.T, (b0, a))
-                return jax.lax.dynamic_update_slice(gram, weighted @ other.T, (a, b0))
+                near = b0 + jnp.arange(block)
+                gram = gram.at[near[:, None], sl[None, :]].set(other @ weighted.T)
+                return gram.at[sl[:, None], near[None, :]].set(weighted @ other.T)
 
-            return jax.lax.fori_loop(0, (a + chunk + block - 1) // block, put_block, gram)
+            return jax.lax.fori_loop(0, (upto + block - 1) // block, put_block, gram)
 
         return rows, jax.lax.fori_loop(0, chunks, put_gram, gram)
 
@@ -492,8 +507,8 @@ class CoordinateDescent(AbstractSolver):
         size = inner.slots.shape[0]
         a, b = self.prox.strengths(hparams, p, dtype)
         W = jnp.sum(s)
-        slots, first, count, active, holds_support = self._working_set(w, state.grad, inner)
-        rows, G = self._refresh(X, s, W, slots, first, count, inner.rows, inner.gram)
+        slots, changed, count, active, holds_support = self._working_set(w, state.grad, inner)
+        rows, G = self._refresh(X, s, W, slots, changed, count, inner.rows, inner.gram)
         filled = jnp.arange(size) < count
 
         v0 = jnp.where(filled, w[slots], 0.0)
