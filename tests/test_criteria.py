@@ -84,14 +84,33 @@ def test_fold_arguments_are_checked(data):
 
 
 def test_kfold_centers_each_fold_by_its_training_rows():
-    """`center=True`: each fold's data is X and y minus the means of that fold's training
-    rows (NumPy reference), for shuffled folds given as index pairs."""
+    """`center=True`: each fold holds its training rows and its held-out rows, both minus
+    the means of that fold's training rows (NumPy reference), for shuffled folds given as
+    index pairs; the folds are padded to one shape with zero rows of weight zero."""
     X, y = problems.synthetic_regression(47, 9, noise=0.5, seed=2)
     X, y = 3.0 + X, 5.0 + y
     pairs = list(problems.fold_indices(47, 4, seed=1))
     st = kfold(problems.lasso, X, y, pairs, center=True)
+    # 47 rows in 4 folds: held-out parts of 12, 12, 12 and 11 rows.
+    assert st.train.X.shape == (4, 36, 9) and st.val.X.shape == (4, 12, 9)
     for i, (tr, va) in enumerate(pairs):
-        np.testing.assert_allclose(st.train.X[i], X - X[tr].mean(0), rtol=0, atol=1e-13)
-        np.testing.assert_allclose(st.train.y[i], y - y[tr].mean(), rtol=0, atol=1e-13)
-        np.testing.assert_array_equal(st.train.weight[i] > 0, np.isin(np.arange(47), tr))
-        np.testing.assert_array_equal(st.val.weight[i] > 0, np.isin(np.arange(47), va))
+        xm, ym = X[tr].mean(0), y[tr].mean()
+        for rows, idx in ((st.train, tr), (st.val, va)):
+            m = len(idx)
+            np.testing.assert_allclose(rows.X[i][:m], X[idx] - xm, rtol=0, atol=1e-13)
+            np.testing.assert_allclose(rows.y[i][:m], y[idx] - ym, rtol=0, atol=1e-13)
+            np.testing.assert_array_equal(rows.weight[i], np.arange(rows.X.shape[1]) < m)
+            np.testing.assert_array_equal(rows.X[i][m:], 0.0)
+
+
+def test_kfold_bucket_rows_pads_to_bucket_sizes_without_changing_the_criterion():
+    """`bucket_rows=True` pads each side to `bucket` rows; zero-weight rows leave the
+    cross-validation loss unchanged (against the unpadded folds)."""
+    X, y = problems.synthetic_regression(46, 9, noise=0.5, seed=3)
+    exact = kfold(problems.lasso, X, y, 5, tol=1e-12)
+    padded = kfold(problems.lasso, X, y, 5, tol=1e-12, bucket_rows=True)
+    # Held-out parts of 10, 9, 9, 9 and 9 rows: up to 37 training rows, padded to 40.
+    assert exact.train.X.shape[1] == 37 and padded.train.X.shape[1] == problems.bucket(37) == 40
+    assert exact.val.X.shape[1] == padded.val.X.shape[1] == 10
+    h = {"alpha": np.float64(0.05)}
+    np.testing.assert_allclose(kfold_loss(padded, h), kfold_loss(exact, h), rtol=1e-10)

@@ -4,11 +4,12 @@ form. Each is a differentiable function of the hyperparameters (its gradient is 
 hypergradient by the problem's method).
 
 K folds as one problem: `kfold(builder, X, y, folds)` builds the problem of each fold on
-*all* rows with row weights (training rows weight 1 in the inner objective, the fold's
-rows weight 1 in the outer one) so every fold has the same shapes, and stacks them on a
-leading axis: `jax.vmap` over that axis solves the K inner problems as one batched
-program. The criterion is the mean over folds of each fold's validation loss
-(scikit-learn's `LassoCV` convention, `mse_path_.mean(axis=1)`).
+its own rows (its training rows in the inner objective, its held-out rows in the outer
+one), each padded with zero-weight rows to the largest fold's count so that every fold
+has the same shapes, and stacks them on a leading axis: `jax.vmap` (or `lax.map`) over
+that axis solves the K inner problems as one batched program. The criterion is the mean
+over folds of each fold's validation loss (scikit-learn's `LassoCV` convention,
+`mse_path_.mean(axis=1)`).
 """
 
 import dataclasses
@@ -21,6 +22,7 @@ import numpy as np
 from .._bilevel import BilevelProblem
 from .._types import Array, HParams
 from ..methods._solve import hypergradient, outer_loss, solve
+from ._data import bucket
 from ._sparse import Rows
 
 
@@ -54,6 +56,7 @@ def kfold(
     *,
     seed: int | None = None,
     center: bool = False,
+    bucket_rows: bool = False,
     **kwargs,
 ) -> BilevelProblem:
     """The K fold problems of `builder` (`lasso`, `elastic_net`, `sparse_logistic`,
@@ -67,6 +70,9 @@ def kfold(
       seed: shuffle the rows before a number of folds is cut.
       center: center `X` and `y` by each fold's training means (an unpenalized intercept
         fitted per fold, as scikit-learn's `LassoCV`); for problems without intercept.
+      bucket_rows: pad the folds' training and held-out rows to `bucket` sizes rather
+        than to the largest fold's counts, so that data of nearby sizes share compiled
+        programs (what the scikit-learn estimators do).
       kwargs: passed to `builder` (`alpha=`, `tol=`, ...).
 
     Returns:
@@ -80,56 +86,53 @@ def kfold(
             f" y.shape={y.shape}"
         )
     pairs = fold_indices(X.shape[0], folds, seed)
-    k, n = len(pairs), len(y)
-    wt, wv = np.zeros((k, n)), np.zeros((k, n))
-    for i, (train_idx, val_idx) in enumerate(pairs):
-        wt[i, train_idx], wv[i, val_idx] = 1.0, 1.0
-    if center:  # what a per-fold intercept does: center by the fold's training rows
-        # The means by NumPy's pairwise sums: HOAG's elastic-net path on the low-rank
-        # benchmark design is sensitive to their last bits (`wt @ y / count` sent it to
-        # penalties whose solves hit their round limit).
-        Xs, ys = _aligned((k, *X.shape), np.result_type(X, float)), np.empty((k, n))
-        for i, (tr, _) in enumerate(pairs):
-            np.subtract(X, X[tr].mean(0), out=Xs[i])
-            np.subtract(y, y[tr].mean(), out=ys[i])
-    else:
-        Xs, ys = np.broadcast_to(X, (k, *X.shape)), np.broadcast_to(y, (k, n))
+    k, p = len(pairs), X.shape[1]
+    size = bucket if bucket_rows else (lambda m: m)
+    counts = [size(max(len(idx[side]) for idx in pairs)) for side in (0, 1)]
+    dt = np.result_type(X, float)
+    X, y = X.astype(dt, copy=False), y.astype(dt, copy=False)
+    # Per side (training, held-out): the fold's rows, then zero rows of weight zero. On a
+    # 64-byte boundary: on CPU `device_put` shares their memory instead of copying them.
+    data = [(_aligned((k, m, p), dt), np.zeros((k, m), dt), np.zeros((k, m), dt)) for m in counts]
+    for i, pair in enumerate(pairs):
+        for (Xs, ys, ws), idx in zip(data, pair, strict=True):
+            np.take(X, idx, axis=0, out=Xs[i, : len(idx)])
+            Xs[i, len(idx) :] = 0.0
+            ys[i, : len(idx)], ws[i, : len(idx)] = y[idx], 1.0
+        if center:
+            # A per-fold intercept: center by the fold's training means (NumPy's pairwise
+            # sums: HOAG's elastic-net path on the low-rank benchmark design is sensitive
+            # to their last bits).
+            (Xt, yt, _), (Xv, yv, _) = data
+            m, mv = len(pair[0]), len(pair[1])
+            xm, ym = Xt[i, :m].mean(0), yt[i, :m].mean()
+            Xt[i, :m] -= xm
+            Xv[i, :mv] -= xm
+            yt[i, :m] -= ym
+            yv[i, :mv] -= ym
+    (Xt, yt, wt), (Xv, yv, wv) = data
+
+    def fold(i):
+        return builder(Xt[i], yt[i], Xv[i], yv[i], weights=(wt[i], wv[i]), **kwargs)
+
     # The first fold's problem is built (and its input checked) by the builder; the others
-    # differ from it only in their rows' data and weights, stacked once on the fold axis.
-    # Their defaults (the starting hparams) are the first fold's.
-    # (The centered copies are this function's own: the builder may share their memory.)
-    X0 = jax.device_put(Xs[0]) if center else Xs[0]
-    first = builder(X0, ys[0], X0, ys[0], weights=(wt[0], wv[0]), **kwargs)
+    # differ from it only in their rows' data, stacked once on the fold axis. Their
+    # defaults (the starting hparams) are the first fold's.
+    first = fold(0)
     if not isinstance(first.train, Rows) or first.test is not None:
-        probs = [first] + [
-            builder(Xs[i], ys[i], Xs[i], ys[i], weights=(wt[i], wv[i]), **kwargs)
-            for i in range(1, k)
-        ]
+        probs = [first] + [fold(i) for i in range(1, k)]
         probs = [dataclasses.replace(p, hparams=probs[0].hparams) for p in probs]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *probs)
     dtype = first.train.X.dtype
-    # The centered copies sit on a 64-byte boundary: on CPU `device_put` shares their
-    # memory instead of copying them (they are the largest input; the copy cost more
-    # than the centering).
-    shared = center and Xs.dtype == dtype
-    Xj = jax.device_put(Xs) if shared else jnp.asarray(Xs, dtype)
-    yj = jnp.asarray(ys, dtype)
+    put = lambda a: jax.device_put(a) if a.dtype == dtype else jnp.asarray(a, dtype)  # noqa: E731
     lip = first.train.lipschitz
     if lip is not None:  # the logistic problems' FISTA step, per fold
-        lip = jnp.stack(
-            [lip]
-            + [
-                builder(
-                    Xs[i], ys[i], Xs[i], ys[i], weights=(wt[i], wv[i]), **kwargs
-                ).train.lipschitz
-                for i in range(1, k)
-            ]
-        )
+        lip = jnp.stack([lip] + [fold(i).train.lipschitz for i in range(1, k)])
     stack = lambda t: jnp.broadcast_to(t, (k, *jnp.shape(t)))  # noqa: E731
     return dataclasses.replace(
         first,
-        train=Rows(Xj, yj, jnp.asarray(wt, dtype), lip),
-        val=Rows(Xj, yj, jnp.asarray(wv, dtype)),
+        train=Rows(put(Xt), put(yt), put(wt), lip),
+        val=Rows(put(Xv), put(yv), put(wv)),
         init_params=jax.tree.map(stack, first.init_params),
         hparams=jax.tree.map(stack, first.hparams),
     )

@@ -118,7 +118,9 @@ class _HyperLinear(BaseEstimator):
         self._n_fold_train = float(np.mean([len(t) for t, _ in folds]))
         Xp, yp = _pad(X, y)
         center = getattr(self, "fit_intercept", False)
-        stacked = problems.kfold(self._builder, Xp, yp, folds, center=center, **kwargs)
+        stacked = problems.kfold(
+            self._builder, Xp, yp, folds, center=center, bucket_rows=True, **kwargs
+        )
         lo, hi = bounds
         # The problem is the library's own: its program may come exported from the cache.
         with _exported.enabled():
