@@ -281,24 +281,28 @@ class Identity(AbstractLinearSolver):
 
 def refine_cg(matvec, b, x, tol, maxiter):
     """Conjugate-gradient iterations on `A x = b` (flat vectors) from `x`, at most
-    `maxiter` of them, where `maxiter` may be traced: zero iterations cost nothing, which
-    is how the working-set solve below falls back to the full system only when it must
-    (jax.scipy's `cg` takes a static cap, which under `vmap` would run for every member)."""
-    r = b - matvec(x)
-    target = jnp.maximum(tol, 0.0) ** 2 * jnp.vdot(b, b)
+    `maxiter` of them, where `maxiter` may be traced: zero iterations cost nothing (not
+    even the starting residual, a product with `A`), which is how the working-set solve
+    below falls back to the full system only when it must (jax.scipy's `cg` takes a
+    static cap, which under `vmap` would run for every member)."""
 
-    def cond(c):
-        _, r, _, rr, k = c
-        return (k < maxiter) & (rr > target)
+    def iterate(x):
+        r = b - matvec(x)
+        target = jnp.maximum(tol, 0.0) ** 2 * jnp.vdot(b, b)
 
-    def body(c):
-        x, r, d, rr, k = c
-        ad = matvec(d)
-        step = rr / jnp.vdot(d, ad)
-        x, r = x + step * d, r - step * ad
-        rr_new = jnp.vdot(r, r)
-        return x, r, r + (rr_new / rr) * d, rr_new, k + 1
+        def cond(c):
+            _, r, _, rr, k = c
+            return (k < maxiter) & (rr > target)
 
-    rr = jnp.vdot(r, r)
-    x, *_ = jax.lax.while_loop(cond, body, (x, r, r, rr, jnp.zeros((), jnp.int32)))
-    return x
+        def body(c):
+            x, r, d, rr, k = c
+            ad = matvec(d)
+            step = rr / jnp.vdot(d, ad)
+            x, r = x + step * d, r - step * ad
+            rr_new = jnp.vdot(r, r)
+            return x, r, r + (rr_new / rr) * d, rr_new, k + 1
+
+        rr = jnp.vdot(r, r)
+        return jax.lax.while_loop(cond, body, (x, r, r, rr, jnp.zeros((), jnp.int32)))[0]
+
+    return jax.lax.cond(maxiter > 0, iterate, lambda x: x, x)
