@@ -6,7 +6,7 @@ Interface: `CoordinateDescent(prox)` is an inner solver (`init / step / terminat
     min_w  1/(2 W) sum_i s_i (y_i - x_i^T w)^2 + sum_j (a_j |w_j| + b_j / 2 w_j^2),
 
 `W = sum_i s_i`, on data with fields `X` (n, p), `y` (n,) and `weight` (the row weights
-`s`: 0 for rows outside a fold, so that K folds share shapes); `a`, `b` are the prox's
+`s`: 0 for the rows that pad a fold, so that K folds share shapes); `a`, `b` are the prox's
 per-coordinate strengths (`L1`: `a = alpha`, `b = 0`; `ElasticNet`: `a = alpha1`,
 `b = alpha2`). The objective `fun` the solver receives must be `least_squares` (the data
 term it stands for); the solver reads the data, not `fun`.
