@@ -94,8 +94,9 @@ def kfold(
     # Per side (training, held-out): the fold's rows, then zero rows of weight zero. On a
     # 64-byte boundary: on CPU `device_put` shares their memory instead of copying them.
     data = [(_aligned((k, m, p), dt), np.zeros((k, m), dt), np.zeros((k, m), dt)) for m in counts]
-    for i, pair in enumerate(pairs):
-        for (Xs, ys, ws), idx in zip(data, pair, strict=True):
+    (Xt, yt, wt), (Xv, yv, wv) = data
+    for i, (tr, va) in enumerate(pairs):
+        for (Xs, ys, ws), idx in zip(data, (tr, va), strict=True):
             np.take(X, idx, axis=0, out=Xs[i, : len(idx)])
             Xs[i, len(idx) :] = 0.0
             ys[i, : len(idx)], ws[i, : len(idx)] = y[idx], 1.0
@@ -103,14 +104,12 @@ def kfold(
             # A per-fold intercept: center by the fold's training means (NumPy's pairwise
             # sums: HOAG's elastic-net path on the low-rank benchmark design is sensitive
             # to their last bits).
-            (Xt, yt, _), (Xv, yv, _) = data
-            m, mv = len(pair[0]), len(pair[1])
+            m, mv = len(tr), len(va)
             xm, ym = Xt[i, :m].mean(0), yt[i, :m].mean()
             Xt[i, :m] -= xm
             Xv[i, :mv] -= xm
             yt[i, :m] -= ym
             yv[i, :mv] -= ym
-    (Xt, yt, wt), (Xv, yv, wv) = data
 
     def fold(i):
         return builder(Xt[i], yt[i], Xv[i], yv[i], weights=(wt[i], wv[i]), **kwargs)

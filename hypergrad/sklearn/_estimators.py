@@ -292,9 +292,8 @@ class HyperLasso(_HyperRegressor):
             amax = max(problems.alpha_max(Xc, yc), 1e-12)
             bounds = bounds or (amax * 1e-4, amax)
             start = float(np.clip(amax / 10, *bounds))
-            res = self._tune(
-                Xc, yc, bounds, {"alpha": start}, {"working_set": self._working_set(X)}
-            )
+            kw = {"working_set": self._working_set(X)}
+            res = self._tune(Xc, yc, bounds, {"alpha": start}, kw)
             self.alpha_ = float(res.hparams["alpha"])
             start = np.mean(res.params, axis=0)
             w = self._refit(Xc, yc, {"alpha": self.alpha_}, {"tol": self.tol}, start)

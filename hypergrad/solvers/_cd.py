@@ -469,25 +469,27 @@ class CoordinateDescent(AbstractSolver):
         written as rows and as columns. The cost is `O(n * m * working_set)`; unfilled
         slots have zero rows, so their entries are zero."""
         refresh, m = changed
-        size, n = rows.shape
-        chunk = min(size, 16)
-        last = jnp.maximum(m - 1, 0)
+        chunk = min(rows.shape[0], 16)
+        chunks = (m + chunk - 1) // chunk
+
+        def at(c):  # the chunk's slots
+            return refresh[jnp.clip(c * chunk + jnp.arange(chunk), 0, jnp.maximum(m - 1, 0))]
 
         def put_rows(c, rows):
-            sl = refresh[jnp.clip(c * chunk + jnp.arange(chunk), 0, last)]
+            sl = at(c)
             return rows.at[sl].set(jnp.take(X, slots[sl], axis=1).T)
 
-        rows = jax.lax.fori_loop(0, (m + chunk - 1) // chunk, put_rows, rows)
+        rows = jax.lax.fori_loop(0, chunks, put_rows, rows)
 
         # One product per chunk against all slots: tiles against the filled slots only,
         # each computed twice (once per triangle), cost twice the time in small products
         # (a from-zero build of 200 slots took 100 of them). The writes are in place.
         def put_gram(c, gram):
-            sl = refresh[jnp.clip(c * chunk + jnp.arange(chunk), 0, last)]
+            sl = at(c)
             P = (rows[sl] * (s / W)) @ rows.T
             return gram.at[sl].set(P).at[:, sl].set(P.T)
 
-        return rows, jax.lax.fori_loop(0, (m + chunk - 1) // chunk, put_gram, gram)
+        return rows, jax.lax.fori_loop(0, chunks, put_gram, gram)
 
     def step(self, fun, params, state, hparams, args):
         w, inner = params, state.inner
