@@ -137,3 +137,29 @@ def test_padded_data_gives_the_unpadded_result(name):
     w_pad = jax.tree.leaves(out.solution.params)[-1]
     np.testing.assert_allclose(np.asarray(w_pad)[:p], w_ref, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(np.asarray(w_pad)[p:], 0.0)  # columns that cannot enter
+
+
+# -- small problems compile for compile time (hypergrad._compile) --------------------------
+
+
+def test_small_data_gets_the_fast_compile_options(monkeypatch):
+    from hypergrad import _compile
+
+    small = _logistic(0)
+    assert _compile.compiler_options(small.train, small.val) == _compile.FAST_COMPILE
+    big = np.zeros((_compile.SMALL_DATA_ELEMENTS // 100 + 1, 100))
+    assert _compile.compiler_options((big, big)) is None
+    monkeypatch.setenv(_compile.ENV_SWITCH, "0")
+    assert _compile.compiler_options(small.train, small.val) is None
+
+
+@pytest.mark.parametrize("setting", ["1", "0"])
+def test_eager_ridge_hypergradient_meets_the_closed_form_either_way(monkeypatch, setting):
+    # The fast-compiled program (the default for this small problem) and XLA's default
+    # one both give the closed-form ridge hypergradient.
+    monkeypatch.setenv("HYPERGRAD_FAST_COMPILE", setting)
+    X, y = problems.synthetic_regression(61, 9, seed=3)
+    problem = problems.ridge(X[:40], y[:40], X[40:], y[40:], alpha=0.3)
+    out = hypergrad.hypergradient(problem, problem.hparams, solver=hypergrad.solvers.Newton())
+    exact = problems.ridge_hypergradient(problem, problem.hparams)
+    np.testing.assert_allclose(out.grad["alpha"], exact["alpha"], rtol=1e-8)
