@@ -10,7 +10,9 @@ from collections.abc import Callable
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from .._types import HParams
 from ._base import AbstractSolver, _check_steps, advance, common_state
@@ -98,7 +100,28 @@ def _bind(fun, params, hparams, args):
 
 
 class LBFGS(AbstractSolver):
-    """L-BFGS with optax's zoom line search (strong Wolfe), run to a gradient tolerance.
+    """L-BFGS with a backtracking line search (Armijo), run to a gradient tolerance.
+
+    Each step takes the L-BFGS direction `d = -H g` (the two-loop recursion over the
+    flattened parameters; steepest descent when `d` does not descend) and tries the step
+    sizes `t = 1, ...` until Armijo's rule `f(x + t d) <= f(x) + 1e-4 t g.d` holds (up to
+    `8 eps |f(x)|`, rounding), each new `t` the minimizer of the quadratic through `f(x)`,
+    `g.d` and `f(x + t d)`, kept in `[t/10, t/2]` (`MAX_TRIALS` trials at most; a
+    non-finite value halves `t`). The pair `(s, y)` of the step enters the memory only
+    when its curvature `s.y` is positive (above `eps |y|^2`): the cautious update, which
+    keeps `H` positive definite, and so every `d` a descent direction, on non-convex
+    objectives too, where Armijo's rule alone does not guarantee `s.y > 0`. On a strongly
+    convex objective every pair enters. With no pair held the direction is `-gamma g`,
+    `gamma` doubling after each step of negative curvature. A step whose search finds
+    no decrease (nor a finite value) leaves the parameters where they are and empties the
+    memory. Non-finite trial values are backtracked from, so the run reports `diverged`
+    on an objective unbounded below rather than `nonfinite`, which it reports when the
+    objective is not finite where the run starts.
+
+    Why not optax's L-BFGS (`optax.lbfgs`, its zoom line search for the strong Wolfe
+    conditions): the zoom search is a large program, and the first call of a
+    hypergradient waits for XLA to compile it (issue 10). Parameters are flattened once
+    per step, so the recursion is one vector operation per pair, not one per leaf.
 
     Args:
       max_steps: the largest number of steps.
@@ -106,8 +129,21 @@ class LBFGS(AbstractSolver):
       memory_size: number of curvature pairs kept.
       divergence: see `AbstractSolver`.
 
-    Reference: Nocedal, "Updating quasi-Newton matrices with limited storage", 1980.
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from hypergrad.solvers import LBFGS, Status, run
+      >>> rosenbrock = lambda w, b, args: (1 - w[0]) ** 2 + b * (w[1] - w[0] ** 2) ** 2
+      >>> sol = run(LBFGS(tol=1e-10), rosenbrock, jnp.array([-1.2, 1.0]), 100.0)
+      >>> [round(float(x), 6) for x in sol.params], Status.name(sol.status)
+      ([1.0, 1.0], 'converged')
+
+    References: Nocedal, "Updating quasi-Newton matrices with limited storage", 1980;
+    Li and Fukushima, "On the global convergence of the BFGS method for nonconvex
+    unconstrained optimization problems", 2001 (the cautious update); Nocedal and Wright,
+    "Numerical Optimization", 2nd ed., 2006, sections 3.5 and 7.2.
     """
+
+    MAX_TRIALS = 30  # step sizes tried per step; the last is below 2^-30 of the first
 
     def __init__(
         self,
@@ -116,25 +152,115 @@ class LBFGS(AbstractSolver):
         memory_size: int = 10,
         divergence: float = 1e6,
     ):
+        _check_steps(max_steps, tol, divergence)
         _check_memory_size(memory_size)
         self.memory_size = memory_size
-        self._loop = OptaxSolver(  # private: equality goes by the public configuration
-            optax.lbfgs(memory_size=memory_size),
-            max_steps=max_steps,
-            tol=tol,
-            divergence=divergence,
-            _value_from_state=True,
-        )
         self.max_steps, self.tol, self.divergence = max_steps, tol, divergence
 
-    # The zoom line search is a while loop: forward-differentiable, not reversible.
+    # The line search is a while loop: forward-differentiable, not reversible.
     reverse_differentiable = False
 
     def init(self, fun, params, hparams, args):
-        return self._loop.init(fun, params, hparams, args)
+        value, grad = jax.value_and_grad(fun)(params, hparams, args)
+        flat = ravel_pytree(params)[0]
+        m, n = self.memory_size, flat.size
+        memory = (
+            jnp.zeros((m, n), flat.dtype),  # s, newest at (count - 1) % m
+            jnp.zeros((m, n), flat.dtype),  # y
+            jnp.zeros((m,), flat.dtype),  # 1 / s.y
+            jnp.zeros((), jnp.int32),  # pairs stored so far
+            _first_scale(ravel_pytree(grad)[0]),  # gamma while no pair is held
+        )
+        return common_state(memory, value, grad)
+
+    def _direction(self, g, memory):
+        """`-H g` by the two-loop recursion; steepest descent when it does not descend."""
+        S, Y, rho, count, scale = memory
+        m = self.memory_size
+        held = jnp.minimum(count, m)
+
+        def newest_first(i, carry):
+            q, a = carry
+            j = (count - 1 - i) % m
+            ai = jnp.where(i < held, rho[j] * (S[j] @ q), 0.0)
+            return q - ai * Y[j], a.at[j].set(ai)
+
+        q, a = jax.lax.fori_loop(0, m, newest_first, (g, jnp.zeros_like(rho)))
+        j = (count - 1) % m
+        # The initial matrix gamma I: s.y / y.y of the newest pair; with no pair, `scale`.
+        gamma = jnp.where(count > 0, 1.0 / (rho[j] * (Y[j] @ Y[j])), scale)
+
+        def oldest_first(i, r):
+            j = (count - held + i) % m
+            b = rho[j] * (Y[j] @ r)
+            return r + jnp.where(i < held, a[j] - b, 0.0) * S[j]
+
+        d = -jax.lax.fori_loop(0, m, oldest_first, gamma * q)
+        steepest = -g / jnp.maximum(1.0, _norm(g))
+        return jnp.where(g @ d < 0, d, steepest)
 
     def step(self, fun, params, state, hparams, args):
-        return self._loop.step(fun, params, state, hparams, args)
+        flat, unravel = ravel_pytree(params)
+        g = ravel_pytree(state.grad)[0]
+        d = self._direction(g, state.inner)
+        slope = g @ d
+        f0 = state.value
+        # Near the minimum a decrease falls below rounding: a trial within a few ulps
+        # of f(x) counts as not worse, or the search would shrink t for nothing.
+        roundoff = 8 * jnp.finfo(flat.dtype).eps * jnp.abs(f0)
+        value_and_grad = jax.value_and_grad(lambda x: fun(unravel(x), hparams, args))
+
+        def trial(search):
+            # The first trial is t = 1; each later one shrinks t to the minimizer of the
+            # quadratic through f(x), g.d and f(x + t d), kept in [t/10, t/2].
+            t, value, _, _, trials = search
+            curvature = value - f0 - t * slope
+            shrunk = jnp.where(curvature > 0, -slope * t**2 / (2 * curvature), 0.5 * t)
+            shrunk = jnp.clip(jnp.nan_to_num(shrunk, nan=0.5 * t), 0.1 * t, 0.5 * t)
+            t = jnp.where(trials == 0, t, shrunk)
+            value, grad = value_and_grad(flat + t * d)
+            ok = jnp.isfinite(value) & (value <= f0 + 1e-4 * t * slope + roundoff)
+            return t, value, grad, ok, trials + 1
+
+        def searching(search):
+            return ~search[3] & (search[4] < self.MAX_TRIALS)
+
+        start = (jnp.ones((), flat.dtype), f0, g, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+        t, value, grad, ok, _ = jax.lax.while_loop(searching, trial, start)
+        s, y = t * d, grad - g
+        sy = s @ y
+        S, Y, rho, count, scale = state.inner
+        # Cautious update: only pairs of positive curvature enter. Along a direction of
+        # negative curvature Armijo's rule holds for every t, and the step with no pair
+        # held doubles (an unbounded objective is found diverging in a few steps, not
+        # after hundreds of unit steps). A failed search empties the memory and restarts
+        # from the first step's scale.
+        enter = ok & (sy > jnp.finfo(flat.dtype).eps * (y @ y))
+        j = count % self.memory_size
+        memory = (
+            jnp.where(enter, S.at[j].set(s), S),
+            jnp.where(enter, Y.at[j].set(y), Y),
+            jnp.where(enter, rho.at[j].set(1.0 / jnp.where(enter, sy, 1.0)), rho),
+            jnp.where(ok, count + enter, 0),
+            jnp.where(
+                ok,
+                jnp.where(enter, sy / jnp.where(enter, y @ y, 1.0), 2 * t * scale),
+                _first_scale(g),
+            ),
+        )
+        flat, value, grad = jax.tree.map(
+            lambda new, old: jnp.where(ok, new, old), (flat + s, value, grad), (flat, f0, g)
+        )
+        return unravel(flat), advance(state, memory, value, unravel(grad))
 
     def __repr__(self):
         return f"LBFGS(max_steps={self.max_steps}, tol={self.tol}, memory_size={self.memory_size})"
+
+
+def _norm(x):
+    return jnp.sqrt(x @ x)
+
+
+def _first_scale(g):
+    """The first step's `gamma`: a step of length `min(1, |g|)` along `-g` (optax's)."""
+    return 1.0 / jnp.maximum(1.0, _norm(g))
