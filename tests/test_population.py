@@ -78,7 +78,7 @@ def test_descend_population_runs_and_records_the_population_solver():
 
 
 def test_tune_records_the_population_solver():
-    # LBFGS's zoom line search branches per member: tune's populations run the
+    # LBFGS's line search is a loop per member: tune's populations run the
     # batch-friendly replacement, and the result and every trial say which.
     import optuna
 

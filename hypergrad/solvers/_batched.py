@@ -126,7 +126,7 @@ def population_solver(solver: AbstractSolver, params) -> AbstractSolver:
     """The solver a `vmap`-ed population runs in place of `solver` (the problem's).
 
     Rule: a solver whose step holds a `while_loop` (not `reverse_differentiable`, such as
-    `LBFGS` with optax's zoom line search) is replaced by one with member-independent
+    `LBFGS` with its backtracking line search) is replaced by one with member-independent
     control flow and the same tolerance and step budget (at most 50 for Newton): dense
     `Newton` with a batched line search when the parameters number at most 64 (a batched
     Cholesky of a small Hessian is cheaper than many first-order steps), `BatchedLBFGS`
