@@ -83,9 +83,10 @@ def test_lbfgs_step_decreases_the_objective_by_armijos_rule():
     fun, start, _ = NONCONVEX["rosenbrock"]
     solver = LBFGS(tol=1e-12)
     state = solver.init(fun, start, None, None)
+    step = jax.jit(lambda p, s: solver.step(fun, p, s, None, None))
     params, values = start, [float(state.value)]
     for _ in range(30):
-        params, state = solver.step(fun, params, state, None, None)
+        params, state = step(params, state)
         values.append(float(state.value))
         assert values[-1] == pytest.approx(float(fun(params, None, None)), rel=1e-12)
     assert all(b < a for a, b in zip(values, values[1:], strict=False) if a > 1e-12)
