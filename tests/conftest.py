@@ -8,7 +8,7 @@ start; `HYPERGRAD_CACHE=0` in the environment turns it off for the run. A first 
 machine compiles everything (about as long as with the cache off); later ones read most
 programs back. The README's test command on a quiet 2-core machine, with a new
 `HYPERGRAD_CACHE_DIR`: 976 s from the empty folder with XLA's default compile options
-(at da5c64c), 580 s with the fast-compile options below (at 57e131a), then 282 s on the
+(at da5c64c), 531 s with the fast-compile options below (at 7b6d274), then 235 s on the
 folder that run had filled (2026-11-30; the faster machine of the earlier sessions,
 default options: 691 s, then 172 s). Tests of the cache itself run in subprocesses with
 folders of their own. The cache was off for the suite while two xdist workers had died
