@@ -1,10 +1,10 @@
 """How hypergrad's eager entry points compile: small problems for compile time.
 
-Interface: `compiler_options(*trees)` is the `compiler_options` of `jax.jit` for a
-program whose data are the arrays in `trees`: `FAST_COMPILE` when they hold at most
-`SMALL_DATA_ELEMENTS` elements in all and the default backend is the CPU, else None
-(XLA's defaults). The setting `HYPERGRAD_FAST_COMPILE=0` (or `false`, `off`, `no`; read
-at every call) gives XLA's defaults to every program.
+Interface: `fast_compile(*trees)` says whether a program whose data are the arrays in
+`trees` is compiled with `FAST_COMPILE` (the `compiler_options` of `jax.jit`): when
+they hold at most `SMALL_DATA_ELEMENTS` elements in all and the default backend is the
+CPU; otherwise with XLA's defaults. The setting `HYPERGRAD_FAST_COMPILE=0` (or `false`,
+`off`, `no`; read at every call) gives XLA's defaults to every program.
 
 Why. Called eagerly, `hypergradient` compiles one program per signature, and on small data
 the user waits for XLA, not for the computation: L2 logistic regression on breast cancer
@@ -46,9 +46,8 @@ def fast_compile_enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in _OFF
 
 
-def compiler_options(*trees) -> dict | None:
-    """`FAST_COMPILE` for data this small on the CPU (and the setting on), else None."""
+def fast_compile(*trees) -> bool:
+    """Whether data this small, on this backend, get `FAST_COMPILE` (the setting on)."""
     if not fast_compile_enabled() or jax.default_backend() != "cpu":
-        return None
-    size = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(trees))
-    return FAST_COMPILE if size <= SMALL_DATA_ELEMENTS else None
+        return False
+    return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(trees)) <= SMALL_DATA_ELEMENTS

@@ -146,11 +146,11 @@ def test_small_data_gets_the_fast_compile_options(monkeypatch):
     from hypergrad import _compile
 
     small = _logistic(0)
-    assert _compile.compiler_options(small.train, small.val) == _compile.FAST_COMPILE
+    assert _compile.fast_compile(small.train, small.val)
     big = np.zeros((_compile.SMALL_DATA_ELEMENTS // 100 + 1, 100))
-    assert _compile.compiler_options((big, big)) is None
+    assert not _compile.fast_compile((big, big))
     monkeypatch.setenv(_compile.ENV_SWITCH, "0")
-    assert _compile.compiler_options(small.train, small.val) is None
+    assert not _compile.fast_compile(small.train, small.val)
 
 
 @pytest.mark.parametrize("setting", ["1", "0"])

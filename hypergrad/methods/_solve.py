@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
-from .._compile import FAST_COMPILE, compiler_options
+from .._compile import FAST_COMPILE, fast_compile
 from .._contracts import (
     check_float_hparams,
     check_problem_call,
@@ -247,7 +247,7 @@ def hypergradient(
     _check_inputs(problem.inner, init, hparams, problem.train, solver, method, optimality)
     dynamic = (problem, _strong(hparams), init, init_adjoint, init_state, _strong(tol))
     # Small data: a program compiled for compile time (`hypergrad._compile`).
-    small = compiler_options(problem.train, problem.val) is not None
+    small = fast_compile(problem.train, problem.val)
     compiled = _hypergradient_jit_small if small else _hypergradient_jit
     out = compiled(*dynamic, solver=solver, method=method, throw=False)
     if throw:

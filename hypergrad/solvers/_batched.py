@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._base import AbstractSolver, _check_steps, advance, common_state
 from ._newton import Newton
-from ._optax import _check_memory_size
+from ._optax import _armijo, _backtrack, _check_memory_size, _descending
 
 
 class BatchedLBFGS(AbstractSolver):
@@ -82,9 +82,7 @@ class BatchedLBFGS(AbstractSolver):
         direction, memory = optax.scale_by_lbfgs(memory_size=self.memory_size).update(
             grad, memory, params
         )
-        g, d = ravel_pytree(grad)[0], -ravel_pytree(direction)[0]
-        steepest = -g / jnp.maximum(1.0, jnp.linalg.norm(g))
-        return jnp.where(g @ d < 0, d, steepest), memory
+        return _descending(ravel_pytree(grad)[0], -ravel_pytree(direction)[0]), memory
 
     def init(self, fun, params, hparams, args):
         value, grad = jax.value_and_grad(fun)(params, hparams, args)
@@ -98,15 +96,10 @@ class BatchedLBFGS(AbstractSolver):
         slope = ravel_pytree(state.grad)[0] @ d
         trial = unravel(flat + t * d)
         value, grad = jax.value_and_grad(fun)(trial, hparams, args)
-        # Near the minimum a decrease falls below rounding: a trial within a few ulps
-        # of f(x) counts as not worse, or the search would shrink t for nothing.
-        roundoff = 8 * jnp.finfo(slope.dtype).eps * jnp.abs(state.value)
-        ok = jnp.isfinite(value) & (value <= state.value + 1e-4 * t * slope + roundoff)
+        ok = _armijo(value, state.value, t, slope)
         new_d, new_memory = self._direction(grad, memory, trial)
         # Quadratic interpolation of f along d; a non-finite trial halves t.
-        curvature = value - state.value - t * slope
-        shrunk = jnp.where(curvature > 0, -slope * t**2 / (2 * curvature), 0.5 * t)
-        shrunk = jnp.clip(jnp.nan_to_num(shrunk, nan=0.5 * t), 0.1 * t, 0.5 * t)
+        shrunk = _backtrack(value, state.value, t, slope)
         pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
         params, value, grad = pick((trial, value, grad), (params, state.value, state.grad))
         inner = pick((new_memory, new_d, jnp.ones_like(t)), (memory, d, shrunk))

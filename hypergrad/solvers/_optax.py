@@ -195,9 +195,7 @@ class LBFGS(AbstractSolver):
             b = rho[j] * (Y[j] @ r)
             return r + jnp.where(i < held, a[j] - b, 0.0) * S[j]
 
-        d = -jax.lax.fori_loop(0, m, oldest_first, gamma * q)
-        steepest = -g / jnp.maximum(1.0, _norm(g))
-        return jnp.where(g @ d < 0, d, steepest)
+        return _descending(g, -jax.lax.fori_loop(0, m, oldest_first, gamma * q))
 
     def step(self, fun, params, state, hparams, args):
         flat, unravel = ravel_pytree(params)
@@ -205,22 +203,14 @@ class LBFGS(AbstractSolver):
         d = self._direction(g, state.inner)
         slope = g @ d
         f0 = state.value
-        # Near the minimum a decrease falls below rounding: a trial within a few ulps
-        # of f(x) counts as not worse, or the search would shrink t for nothing.
-        roundoff = 8 * jnp.finfo(flat.dtype).eps * jnp.abs(f0)
         value_and_grad = jax.value_and_grad(lambda x: fun(unravel(x), hparams, args))
 
         def trial(search):
-            # The first trial is t = 1; each later one shrinks t to the minimizer of the
-            # quadratic through f(x), g.d and f(x + t d), kept in [t/10, t/2].
+            # The first trial is t = 1, each later one `_backtrack`'s.
             t, value, _, _, trials = search
-            curvature = value - f0 - t * slope
-            shrunk = jnp.where(curvature > 0, -slope * t**2 / (2 * curvature), 0.5 * t)
-            shrunk = jnp.clip(jnp.nan_to_num(shrunk, nan=0.5 * t), 0.1 * t, 0.5 * t)
-            t = jnp.where(trials == 0, t, shrunk)
+            t = jnp.where(trials == 0, t, _backtrack(value, f0, t, slope))
             value, grad = value_and_grad(flat + t * d)
-            ok = jnp.isfinite(value) & (value <= f0 + 1e-4 * t * slope + roundoff)
-            return t, value, grad, ok, trials + 1
+            return t, value, grad, _armijo(value, f0, t, slope), trials + 1
 
         def searching(search):
             return ~search[3] & (search[4] < self.MAX_TRIALS)
@@ -233,8 +223,8 @@ class LBFGS(AbstractSolver):
         # Cautious update: only pairs of positive curvature enter. Along a direction of
         # negative curvature Armijo's rule holds for every t, and the step with no pair
         # held doubles (an unbounded objective is found diverging in a few steps, not
-        # after hundreds of unit steps). A failed search empties the memory and restarts
-        # from the first step's scale.
+        # after hundreds of unit steps); `scale` is read only while no pair is held. A
+        # failed search empties the memory and restarts from the first step's scale.
         enter = ok & (sy > jnp.finfo(flat.dtype).eps * (y @ y))
         j = count % self.memory_size
         memory = (
@@ -242,11 +232,7 @@ class LBFGS(AbstractSolver):
             jnp.where(enter, Y.at[j].set(y), Y),
             jnp.where(enter, rho.at[j].set(1.0 / jnp.where(enter, sy, 1.0)), rho),
             jnp.where(ok, count + enter, 0),
-            jnp.where(
-                ok,
-                jnp.where(enter, sy / jnp.where(enter, y @ y, 1.0), 2 * t * scale),
-                _first_scale(g),
-            ),
+            jnp.where(ok, jnp.where(enter, scale, 2 * t * scale), _first_scale(g)),
         )
         flat, value, grad = jax.tree.map(
             lambda new, old: jnp.where(ok, new, old), (flat + s, value, grad), (flat, f0, g)
@@ -257,10 +243,34 @@ class LBFGS(AbstractSolver):
         return f"LBFGS(max_steps={self.max_steps}, tol={self.tol}, memory_size={self.memory_size})"
 
 
-def _norm(x):
-    return jnp.sqrt(x @ x)
+# The pieces of a backtracking (Armijo) line search on flat vectors, shared by `LBFGS`
+# (a loop of trials within a step) and `BatchedLBFGS` (one trial per step).
 
 
 def _first_scale(g):
     """The first step's `gamma`: a step of length `min(1, |g|)` along `-g` (optax's)."""
-    return 1.0 / jnp.maximum(1.0, _norm(g))
+    return 1.0 / jnp.maximum(1.0, jnp.sqrt(g @ g))
+
+
+def _descending(g, d):
+    """`d` when it is a descent direction (`g.d < 0`), else `-gamma g` at the first
+    step's scale."""
+    return jnp.where(g @ d < 0, d, -_first_scale(g) * g)
+
+
+def _armijo(value, f0, t, slope):
+    """Whether `value = f(x + t d)` is finite and meets Armijo's rule
+    `f(x + t d) <= f(x) + 1e-4 t g.d` (`slope = g.d`, `f0 = f(x)`). Near the minimum a
+    decrease falls below rounding: a trial within `8 eps |f(x)|` of `f(x)` counts as not
+    worse, or the search would shrink `t` for nothing."""
+    roundoff = 8 * jnp.finfo(slope.dtype).eps * jnp.abs(f0)
+    return jnp.isfinite(value) & (value <= f0 + 1e-4 * t * slope + roundoff)
+
+
+def _backtrack(value, f0, t, slope):
+    """The next step size after a rejected `t`: the minimizer of the quadratic through
+    `f(x)`, `g.d` and `f(x + t d) = value`, kept in `[t/10, t/2]`; `t/2` when the value
+    is not finite."""
+    curvature = value - f0 - t * slope
+    shrunk = jnp.where(curvature > 0, -slope * t**2 / (2 * curvature), 0.5 * t)
+    return jnp.clip(jnp.nan_to_num(shrunk, nan=0.5 * t), 0.1 * t, 0.5 * t)
