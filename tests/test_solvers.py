@@ -105,6 +105,26 @@ def test_warm_start_from_the_solution_takes_no_steps(ridge):
     assert int(from_warm.stats["num_steps"]) < int(from_cold.stats["num_steps"])
 
 
+def test_newton_forms_no_hessian_outside_its_loop(ridge):
+    # A quadratic's Hessian does not depend on the parameters: XLA would hoist it (a
+    # p x p product and its Cholesky) out of the solver's while loop and pay for it even
+    # when a warm start at the solution takes no step. The entry computation of the
+    # compiled run must hold no p x p product and no factorization.
+    f = jax.jit(lambda pr, h, w: run(Newton(max_steps=1), pr.inner, w, h, pr.train).params)
+    text = f.lower(ridge, ridge.hparams, ridge.init_params).compile().as_text()
+    entry = text[text.index("\nENTRY") :]
+    entry = entry[: entry.index("\n}")]
+    p = ridge.init_params.shape[0]
+    square = [line for line in entry.splitlines() if f"[{p},{p}]" in line]
+    assert not [line for line in square if " dot(" in line or "custom-call(" in line]
+    # The loop itself still forms it: one step from zero is the closed form.
+    np.testing.assert_allclose(
+        f(ridge, ridge.hparams, ridge.init_params),
+        problems.ridge_solution(ridge, ridge.hparams),
+        rtol=1e-8,
+    )
+
+
 def test_fixed_step_budget_reports_steps_done_after_exactly_max_steps(ridge):
     solver = OptaxSolver(optax.sgd(0.01), max_steps=7, tol=None)
     sol = run(solver, ridge.inner, ridge.init_params, ridge.hparams, ridge.train)

@@ -66,6 +66,11 @@ class Newton(AbstractSolver):
 
     def step(self, fun, params, state, hparams, args):
         flat, unravel = ravel_pytree(params)
+        # The barrier ties the data to this step's parameters: on a quadratic objective
+        # the Hessian does not depend on them, and XLA would otherwise hoist its
+        # computation out of the solver's while loop, paying for it even when the loop
+        # takes no step (a warm start at the solution).
+        flat, hparams, args = jax.lax.optimization_barrier((flat, hparams, args))
         flat_fun = lambda x: fun(unravel(x), hparams, args)  # noqa: E731
         hess = jax.hessian(flat_fun)(flat)
         g, _ = ravel_pytree(state.grad)
