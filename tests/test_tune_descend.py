@@ -14,6 +14,8 @@ from hypergrad import problems
 from hypergrad.problems._linear_models import ridge_inner, squared_error
 from hypergrad.tune import aggregate_seeds, decades, descend, stack_problems
 
+from ._problems import ridge_problem
+
 
 def _ridge(seed=0, n=80, p=10):
     X, y = problems.synthetic_regression(2 * n, p, noise=2.0, seed=seed)
@@ -211,12 +213,43 @@ def test_population_stops_when_every_member_is_done():
     starts = {"alpha": jnp.asarray([0.1, 10.0])}
     # Each member stops when its best value improved by at most 1e-3 over 5 steps; the
     # population runs until both have, so it stops before the 200 steps and the state
-    # says why.
+    # says why. A member that stopped takes no more steps: its history ends there.
     res = descend(pb, starts, steps=200, batch_hparams=True, min_improvement=1e-3)
     assert res.num_steps < 200 and res.stop_reason == "stall"
-    best = np.minimum.accumulate(res.history["value"], axis=0)
-    k = res.num_steps - 1
-    old, new = best[k - 5], best[k]
-    assert np.all(old - new <= 1e-3 * np.abs(old))  # every member stalled at the last step
-    early = best[k - 6] - best[k - 1] > 1e-3 * np.abs(best[k - 6])
-    assert np.any(early)  # and one had not, one step earlier
+    took = np.asarray(res.state.k)
+    assert np.max(took) == res.num_steps
+    for j, k in enumerate(took - 1):
+        best = np.minimum.accumulate(res.history["value"][: k + 1, j])
+        assert best[k - 5] - best[k] <= 1e-3 * abs(best[k - 5])  # stalled at its last step
+        assert best[k - 6] - best[k - 1] > 1e-3 * abs(best[k - 6])  # not one step earlier
+        assert np.all(np.isnan(res.history["value"][k + 1 :, j]))
+
+
+def test_population_members_end_where_they_end_alone():
+    # Two members that stop at different steps: alpha=50 meets the gradient tolerance at
+    # its first step, alpha=0.5 runs all 10. Each ends at the point, value and count of
+    # inner solves of its own descent (a member that is done keeps its state).
+    pb = ridge_problem()
+    starts = [0.5, 50.0]
+    res = descend(pb, {"alpha": jnp.asarray(starts)}, steps=10, batch_hparams=True, tol=0.025)
+    alone = [descend(pb, {"alpha": jnp.asarray(a)}, steps=10, tol=0.025) for a in starts]
+    assert [r.num_steps for r in alone] == [10, 1]  # the case this test is about
+    np.testing.assert_array_equal(np.asarray(res.state.k), [10, 1])
+    for j, r in enumerate(alone):
+        np.testing.assert_allclose(res.hparams["alpha"][j], r.hparams["alpha"], rtol=1e-9)
+        np.testing.assert_allclose(res.value[j], r.value, rtol=1e-9)
+    assert res.num_inner_solves == sum(r.num_inner_solves for r in alone) == 11
+
+
+def test_population_of_coordinate_descent_members_runs_them_one_after_another():
+    # Coordinate descent's control flow depends on its data (working sets, sweeps): its
+    # members are mapped with lax.map, not vmap, and match their own descents.
+    X, y = problems.synthetic_regression(80, 30, seed=1)
+    pb = problems.lasso(X[:40], y[:40], X[40:], y[40:])
+    a_max = float(np.max(np.asarray(pb.hparams["alpha"])))
+    starts = [0.05 * a_max, 0.3 * a_max, 2.0 * a_max]
+    res = descend(pb, {"alpha": jnp.asarray(starts)}, steps=4, batch_hparams=True)
+    for j, a in enumerate(starts):
+        r = descend(pb, {"alpha": jnp.asarray(a)}, steps=4)
+        np.testing.assert_allclose(res.hparams["alpha"][j], r.hparams["alpha"], rtol=1e-7)
+        np.testing.assert_allclose(res.value[j], r.value, rtol=1e-7)

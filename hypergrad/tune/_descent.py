@@ -49,6 +49,7 @@ from .._types import Array, HParams, Params
 from ..methods import hypergradient, problem_method
 from ..methods._base import AbstractMethod
 from ..solvers import AbstractSolver, Status
+from ..solvers._base import batch_apply
 from ..solvers._batched import population_solver
 from ._outer import (
     AbstractOuterSolver,
@@ -386,7 +387,8 @@ def _evaluate(static: _Static, pb, theta, warm, tol, noise) -> Evaluation:
         return hg.value, hg.grad, method.keep_warm(hg), steps, hg.solution.status
 
     if static.pool_seeds:
-        values, grad, warm, steps, status = jax.vmap(one)(pb, warm)
+        solver = pb.solver if static.solver is None else static.solver
+        values, grad, warm, steps, status = batch_apply(solver, one, pb, warm)
         value, grad = jnp.mean(values), jax.tree.map(lambda g: jnp.mean(g, axis=0), grad)
     else:
         value, grad, warm, steps, status = one(pb, warm)
@@ -436,14 +438,22 @@ def _restart(static, problem, state, settings):
     return strong_types(over_members(restart, levels)(state))
 
 
+def _sequential(static: _Static, problem) -> bool:
+    """Whether the members run one after another (`lax.map`): for a solver whose
+    batches do (`sequential_batches`, coordinate descent)."""
+    return (problem.solver if static.solver is None else static.solver).sequential_batches
+
+
 def _run(static, problem, state):
     step = functools.partial(_member_step, static)
-    return run_members(static.outer(), step, problem, state, static.levels())
+    levels, sequential = static.levels(), _sequential(static, problem)
+    return run_members(static.outer(), step, problem, state, levels, sequential)
 
 
 def _step(static, problem, state):
     step = functools.partial(_member_step, static)
-    state, done = step_members(static.outer(), step, problem, state, static.levels())
+    levels, sequential = static.levels(), _sequential(static, problem)
+    state, done = step_members(static.outer(), step, problem, state, levels, sequential)
     k = jnp.max(state.k) - 1
     h = state.history
     stats = {"value": jnp.take(h["value"], k, axis=len(static.levels()))}

@@ -171,19 +171,20 @@ def _descend(pbs, plan: Plan, settings: TuneSettings, steps: int, progress):
         callback = None
         if progress is not None:
             callback = lambda t, stats, d=done: progress(  # noqa: E731
-                d + t + 1, float(np.min(np.mean(stats["value"], -1)))
+                d + t + 1, float(np.nanmin(np.mean(stats["value"], -1)))
             )
         h0, planned = _take(plan.h0, alive), end - done
         res = run_descent(static, pbs, h0, state, key, planned, inner_tol, options, callback)
         state, done = res.state, done + res.num_steps
         mean_curve = np.mean(res.history["value"], axis=-1)  # (steps, members)
+        took = np.asarray(res.state.k)  # each member's steps: it stops on its own
         for j, m in enumerate(alive):
-            curves[m].extend(mean_curve[:, j].tolist())
+            curves[m].extend(mean_curve[: took[j], j].tolist())
         found = jax.device_get(res.hparams)
         for n in plan.names:
             hparams[n][alive] = found[n]
         value[alive], per_seed[alive] = np.asarray(res.value), np.asarray(res.per_seed)
-        ran[alive] = done
+        ran[alive] += took
         counts = np.zeros((population, res.history["inner_status"].shape[-1]), np.int64)
         counts[alive] = res.history["inner_status"].sum(axis=0)
         status = status + counts

@@ -17,8 +17,10 @@ progress and timing.
 
 Populations: `run_members` / `step_members` run one strategy for every member of a
 population at once (configurations, seeds: leading axes of every leaf of the state, one
-nested `vmap` per axis), one evaluation of all members per step, until every member's
-`terminate` says done; the strategy decides per member, the population stops together.
+nested `vmap` per axis, or `lax.map` for a solver that runs batches one after another), one
+evaluation of every running member per step, until every member's `terminate` says
+done; the strategy decides per member, a member that is done keeps its state, and the
+population stops when the last member does.
 `shard_members` splits a population over the devices (`jax.sharding`).
 
 Inner statuses: an evaluation may count its inner solves by `Status` code
@@ -165,12 +167,33 @@ def shard_members(tree, devices=None):
     return jax.device_put(tree, sharding)
 
 
-def over_members(fn: Callable, levels) -> Callable:
-    """`fn` under one `vmap` per member axis; `levels[i]` is the `in_axes` of the i-th
-    (outermost first), so the state's leading axes are the levels in order."""
+def over_members(fn: Callable, levels, sequential: bool = False) -> Callable:
+    """`fn` mapped once per member axis; `levels[i]` is the `in_axes` of the i-th
+    (outermost first: 0 or None per argument), so the state's leading axes are the levels
+    in order. Mapped by `jax.vmap`, or with `sequential` by `jax.lax.map`, one member
+    after another: for a solver whose control flow depends on its data
+    (`sequential_batches`, coordinate descent), where a `vmap` would run every member
+    through every branch and every member's loop until the slowest is done."""
     for in_axes in reversed(tuple(levels)):
-        fn = jax.vmap(fn, in_axes=in_axes)
+        fn = _map_sequential(fn, in_axes) if sequential else jax.vmap(fn, in_axes=in_axes)
     return fn
+
+
+def _map_sequential(fn: Callable, in_axes) -> Callable:
+    if any(axis not in (0, None) for axis in in_axes):
+        raise ValueError(f"a sequential map takes in_axes of 0 or None, got {in_axes!r}")
+    mapped = [i for i, axis in enumerate(in_axes) if axis == 0]
+
+    def apply(*args):
+        def one(xs):
+            full = list(args)
+            for i, x in zip(mapped, xs, strict=True):
+                full[i] = x
+            return fn(*full)
+
+        return jax.lax.map(one, tuple(args[i] for i in mapped))
+
+    return apply
 
 
 def _all_done(outer, problem, state, levels):
@@ -178,12 +201,25 @@ def _all_done(outer, problem, state, levels):
     return jnp.all(done)
 
 
-def run_members(outer: AbstractOuterSolver, member_step: Callable, problem, state, levels=()):
+def _until_done(outer: AbstractOuterSolver, member_step: Callable) -> Callable:
+    """`member_step` for a member that has not stopped; a stopped member keeps its state
+    (its point, best and history stay those of its last step), so a member of a
+    population ends where it would have ended alone."""
+
+    def step(problem, state):
+        done, _ = outer.terminate(state)
+        return jax.lax.cond(done, lambda: state, lambda: member_step(problem, state))
+
+    return step
+
+
+def run_members(outer, member_step: Callable, problem, state, levels=(), sequential=False):
     """`member_step(problem, state) -> state` (one member's evaluation and step) for
     every member until each member's `outer.terminate` is done (a `lax.while_loop`; call
-    under `jit`). `levels` lays out the members (see `over_members`); the problem is
-    mapped where a level's first axis is not None."""
-    step = over_members(member_step, levels)
+    under `jit`); a member that is done takes no more steps. `levels` and `sequential`
+    lay out and map the members (see `over_members`); the problem is mapped where a
+    level's first axis is not None."""
+    step = over_members(_until_done(outer, member_step), levels, sequential)
 
     def cond(s):
         return ~_all_done(outer, problem, s, levels)
@@ -191,9 +227,9 @@ def run_members(outer: AbstractOuterSolver, member_step: Callable, problem, stat
     return jax.lax.while_loop(cond, lambda s: step(problem, s), state)
 
 
-def step_members(outer: AbstractOuterSolver, member_step: Callable, problem, state, levels=()):
+def step_members(outer, member_step: Callable, problem, state, levels=(), sequential=False):
     """One step of `run_members`: `(state, done)`, for `iterate_outer`."""
-    state = over_members(member_step, levels)(problem, state)
+    state = over_members(_until_done(outer, member_step), levels, sequential)(problem, state)
     return state, _all_done(outer, problem, state, levels)
 
 
