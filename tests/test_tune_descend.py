@@ -241,7 +241,7 @@ def test_population_members_end_where_they_end_alone():
     assert res.num_inner_solves == sum(r.num_inner_solves for r in alone) == 11
 
 
-def test_population_of_coordinate_descent_members_runs_them_one_after_another():
+def test_population_of_coordinate_descent_members_matches_their_own_descents():
     # Coordinate descent's control flow depends on its data (working sets, sweeps): its
     # members are mapped with lax.map, not vmap, and match their own descents.
     X, y = problems.synthetic_regression(80, 30, seed=1)

@@ -352,6 +352,10 @@ class _Static(NamedTuple):
     def outer(self) -> Descent:
         return Descent(self.optimizer, self.from_unconstrained, self.max_steps)
 
+    def inner_solver(self, problem) -> AbstractSolver:
+        """The solver the inner problems run: `solver`, else the problem's."""
+        return problem.solver if self.solver is None else self.solver
+
     def levels(self, init=False):
         """The member axes, outermost first: configurations, then separate seeds."""
         out = []
@@ -387,8 +391,7 @@ def _evaluate(static: _Static, pb, theta, warm, tol, noise) -> Evaluation:
         return hg.value, hg.grad, method.keep_warm(hg), steps, hg.solution.status
 
     if static.pool_seeds:
-        solver = pb.solver if static.solver is None else static.solver
-        values, grad, warm, steps, status = batch_apply(solver, one, pb, warm)
+        values, grad, warm, steps, status = batch_apply(static.inner_solver(pb), one, pb, warm)
         value, grad = jnp.mean(values), jax.tree.map(lambda g: jnp.mean(g, axis=0), grad)
     else:
         value, grad, warm, steps, status = one(pb, warm)
@@ -412,7 +415,7 @@ def _member_step(static: _Static, pb, state: DescentState) -> DescentState:
 
 def _init_member(static: _Static, pb, h, key, settings) -> DescentState:
     theta = static.to_unconstrained(h)
-    solver = pb.solver if static.solver is None else static.solver
+    solver = static.inner_solver(pb)
 
     def warm_start(pb):
         return static.method.warm_start(solver, pb.inner, pb.init_params, h, pb.train)
@@ -438,21 +441,17 @@ def _restart(static, problem, state, settings):
     return strong_types(over_members(restart, levels)(state))
 
 
-def _sequential(static: _Static, problem) -> bool:
-    """Whether the members run one after another (`lax.map`): for a solver whose
-    batches do (`sequential_batches`, coordinate descent)."""
-    return (problem.solver if static.solver is None else static.solver).sequential_batches
-
-
 def _run(static, problem, state):
     step = functools.partial(_member_step, static)
-    levels, sequential = static.levels(), _sequential(static, problem)
+    # Members run one after another (lax.map) where the solver's batches do.
+    levels, sequential = static.levels(), static.inner_solver(problem).sequential_batches
     return run_members(static.outer(), step, problem, state, levels, sequential)
 
 
 def _step(static, problem, state):
     step = functools.partial(_member_step, static)
-    levels, sequential = static.levels(), _sequential(static, problem)
+    # Members run one after another (lax.map) where the solver's batches do.
+    levels, sequential = static.levels(), static.inner_solver(problem).sequential_batches
     state, done = step_members(static.outer(), step, problem, state, levels, sequential)
     k = jnp.max(state.k) - 1
     h = state.history
@@ -653,7 +652,7 @@ def run_descent(static, problem, hparams, state, key, steps, inner_tol, options,
     `optax.inject_hyperparams` optimizer's state)."""
     dtype = jnp.result_type(float)
     rate = options.get("learning_rate")
-    base_solver = problem.solver if static.solver is None else static.solver
+    base_solver = static.inner_solver(problem)
     # NumPy numbers, put on the device at once: an eager conversion each would compile a
     # program of its own in a fresh process.
     settings = jax.device_put(
