@@ -197,7 +197,13 @@ class Implicit(AbstractMethod):
         in_slots = jnp.zeros(p, bool).at[jnp.where(filled, slots, p)].set(True, mode="drop")
         missing = jnp.any(mask & ~in_slots)
         rel = getattr(self.linear_solver, "tol", 1e-10) if tol is None else tol
-        return refine_cg(matvec, b, x, rel, jnp.where(missing, 10 * p, 0))
+        # The system lives on the support (J is the identity off it, where x = b already
+        # holds): conjugate gradients end there in at most `nnz` exact steps; twice that
+        # allows for round-off. An unbounded cap (JAX's 10 p) ran for minutes when the
+        # restricted Hessian is singular (a support larger than the number of rows, as an
+        # unconverged lasso's can be), where no number of steps converges.
+        nnz = jnp.sum(mask).astype(jnp.int32)
+        return refine_cg(matvec, b, x, rel, jnp.where(missing, 2 * nnz, 0))
 
     def solve(self, solver, fun, init_params, hparams, args, optimality) -> Solution:
         self.check_optimality(optimality)
