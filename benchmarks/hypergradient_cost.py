@@ -53,6 +53,9 @@ from ._harness import case, time_side_by_side  # noqa: E402
 TARGET_ERROR = 1e-6  # the accuracy at which Implicit(CG) and the peers are compared
 CG_TOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
 INNER_TOL = 1e-9  # L-BFGS gradient-norm tolerance (the logistic problem's default)
+# Gradient-norm tolerances scanned for hypergrad's and jaxopt's L-BFGS against the peers,
+# loosest first (each library at the loosest setting of its scan reaching TARGET_ERROR).
+INNER_TOLS = (1e-6, 1e-7, 1e-8, 1e-9)
 OPTX_TOLS = (1e-6, 1e-8, 1e-10, 1e-12)  # optimistix's Cauchy rtol = atol, loosest first
 MAX_STEPS = 5000
 
@@ -76,13 +79,15 @@ DEFINITIONS = {
     "unrolled methods only this is defined; `extra_s` = total - inner solve",
     "implicit_cg_tol": "the loosest CG tolerance in CG_TOLS whose derivative at w* has "
     "error <= 1e-6",
-    "peers": "all three with an L-BFGS inner solve and implicit differentiation by CG: "
-    "hypergrad LBFGS(tol=1e-9) + Implicit(CG(tol)); jaxopt LBFGS(tol=1e-9, "
-    "implicit_diff=True, implicit_diff_solve=solve_cg(tol)) (the same gradient-norm stop "
-    "and the same jax.scipy CG); optimistix LBFGS(rtol=atol=r) (Cauchy stop on steps "
-    "and values, backtracking Armijo line search) with ImplicitAdjoint(lineax.CG(rtol="
-    "tol, atol=0)), r the loosest of OPTX_TOLS reaching error <= max(1e-6, hypergrad's "
-    "error). `end_to_end` starts from zeros; `at_solution` starts each solver at w* and "
+    "peers": "all three with an L-BFGS inner solve and implicit differentiation by CG "
+    "at matched accuracy, each library at the loosest inner tolerance of its scan whose "
+    "hypergradient from zeros has error <= 1e-6 (the tightest if none does), the CG "
+    "tolerance the implicit_cg one: hypergrad LBFGS(tol=t) + Implicit(CG(tol)); jaxopt "
+    "LBFGS(tol=t, implicit_diff=True, implicit_diff_solve=solve_cg(tol)) (the same "
+    "gradient-norm stop and the same jax.scipy CG), t from INNER_TOLS; optimistix "
+    "LBFGS(rtol=atol=r) (Cauchy stop on steps and values, backtracking Armijo line "
+    "search) with ImplicitAdjoint(lineax.CG(rtol=tol, atol=0)), r from OPTX_TOLS. "
+    "`end_to_end` starts from zeros; `at_solution` starts each solver at w* and "
     "so times mainly the derivative (optimistix's Cauchy stop needs a few steps there: "
     "num_steps is recorded). Ratio: hypergrad / the faster peer",
     "unrolled_memory": "ridge with OptaxSolver(optax.sgd(1/L), steps, tol=None), "
@@ -113,6 +118,7 @@ def _sizes(quick: bool) -> dict:
             peers=("ridge",),
             cg_tols=(1e-6, 1e-8, 1e-10),
             optx_tols=(1e-10,),
+            inner_tols=(INNER_TOL,),
             at_solution=False,
             rss=False,
         )
@@ -131,6 +137,7 @@ def _sizes(quick: bool) -> dict:
         peers=("ridge", "logistic"),
         cg_tols=CG_TOLS,
         optx_tols=OPTX_TOLS,
+        inner_tols=INNER_TOLS,
         at_solution=True,
         rss=True,
     )
@@ -281,13 +288,13 @@ def _method_cases(label, problem, exact, cfg):
 # --- peers ----------------------------------------------------------------------------------
 
 
-def _jaxopt_hg(cg_tol):
+def _jaxopt_hg(cg_tol, tol=INNER_TOL):
     import jaxopt
 
     def f(problem, hparams, init):
         solver = jaxopt.LBFGS(
             fun=problem.inner,
-            tol=INNER_TOL,
+            tol=tol,
             maxiter=MAX_STEPS,
             implicit_diff=True,
             implicit_diff_solve=partial(jaxopt.linear_solve.solve_cg, tol=cg_tol),
@@ -329,35 +336,51 @@ def _optx_hg(rtol, cg_tol):
     return jax.jit(f)
 
 
-def _peer_cases(label, problem, exact, w_star, cg_tol, cfg):
-    h, zeros = problem.hparams, problem.init_params
-    ours = _hg(LBFGS(max_steps=MAX_STEPS, tol=INNER_TOL), Implicit(CG(tol=cg_tol)))
-    g, _ = ours(problem, h, zeros)
-    ours_error = _rel_error(g, exact)
-    target = max(TARGET_ERROR, ours_error)
-    # optimistix's stop has other units: take the loosest setting matching our accuracy.
-    optx_scan = {}
-    for rtol in cfg["optx_tols"]:
-        g, _ = _optx_hg(rtol, cg_tol)(problem, h, zeros)
-        optx_scan[rtol] = _rel_error(g, exact)
-        if optx_scan[rtol] <= target:
+def _loosest(make, tols, problem, exact):
+    """The loosest of `tols` (loosest first) whose `make(tol)` hypergradient from zeros
+    has error <= TARGET_ERROR (the last if none does), its function and the scan."""
+    scan = {}
+    for tol in tols:
+        fn = make(tol)
+        g, _ = fn(problem, problem.hparams, problem.init_params)
+        scan[tol] = _rel_error(g, exact)
+        if scan[tol] <= TARGET_ERROR:
             break
+    return tol, fn, scan
+
+
+def _scan_note(scan):
+    return ", ".join(f"{k:g} -> {v:.2g}" for k, v in scan.items())
+
+
+def _peer_cases(label, problem, exact, w_star, cg_tol, cfg):
+    h = problem.hparams
+    # Each library at the loosest setting of its scan that reaches the target accuracy
+    # (optimistix's stop has other units than the gradient norm of the other two).
+    ours_tol, ours, ours_scan = _loosest(
+        lambda t: _hg(LBFGS(max_steps=MAX_STEPS, tol=t), Implicit(CG(tol=cg_tol))),
+        cfg["inner_tols"],
+        problem,
+        exact,
+    )
+    jaxopt_tol, jaxopt_fn, jaxopt_scan = _loosest(
+        lambda t: _jaxopt_hg(cg_tol, t), cfg["inner_tols"], problem, exact
+    )
+    rtol, optx_fn, optx_scan = _loosest(
+        lambda r: _optx_hg(r, cg_tol), cfg["optx_tols"], problem, exact
+    )
     calls = {}
-    wheres = {"end_to_end": zeros, "at_solution": w_star}
+    wheres = {"end_to_end": problem.init_params, "at_solution": w_star}
     if not cfg["at_solution"]:
         del wheres["at_solution"]
-    fns = {
-        "hypergrad": _hg(LBFGS(max_steps=MAX_STEPS, tol=INNER_TOL), Implicit(CG(tol=cg_tol))),
-        "jaxopt": _jaxopt_hg(cg_tol),
-        "optimistix": _optx_hg(rtol, cg_tol),
-    }
+    fns = {"hypergrad": ours, "jaxopt": jaxopt_fn, "optimistix": optx_fn}
     for where, init in wheres.items():
         for lib, fn in fns.items():  # one compilation per library serves both starts
             calls[f"{lib}/{where}"] = (fn, (problem, h, init))
     times = time_side_by_side(calls, cfg["reps"], cfg["min_total_s"])
     settings = {
-        "hypergrad": f"LBFGS(tol={INNER_TOL}) + Implicit(CG(tol={cg_tol}))",
-        "jaxopt": f"jaxopt.LBFGS(tol={INNER_TOL}, implicit_diff=True) + solve_cg(tol={cg_tol})",
+        "hypergrad": f"LBFGS(tol={ours_tol}) + Implicit(CG(tol={cg_tol}))",
+        "jaxopt": f"jaxopt.LBFGS(tol={jaxopt_tol}, implicit_diff=True) + solve_cg(tol={cg_tol})",
         "optimistix": f"optx.LBFGS(rtol=atol={rtol}) + ImplicitAdjoint(lineax.CG(rtol={cg_tol}))",
     }
     cases = []
@@ -381,8 +404,9 @@ def _peer_cases(label, problem, exact, w_star, cg_tol, cfg):
                 baseline={"name": faster, **figs[faster]},
                 goal="<= 1.0",
                 note=f"other peer {other}: {figs[other]['time_s']:.4g} s, error "
-                f"{figs[other]['error']:.2g}; optimistix rtol scan (rtol -> error): "
-                + ", ".join(f"{k:g} -> {v:.2g}" for k, v in optx_scan.items()),
+                f"{figs[other]['error']:.2g}; inner tolerance scans (tol -> error): "
+                f"hypergrad {_scan_note(ours_scan)}; jaxopt {_scan_note(jaxopt_scan)}; "
+                f"optimistix {_scan_note(optx_scan)}",
             )
         )
         cases[-1]["other_peer"] = {"name": other, **figs[other]}
