@@ -405,7 +405,8 @@ class CoordinateDescent(AbstractSolver):
 
     def _working_set(self, w, viol, inner):
         """The round's working set: the support first (when it fits), then the largest
-        violations, `2 * nnz` features in all (`start_size` from zero). Features already in
+        violations, `2 * nnz` features in all (`start_size` from zero; at most 7/8 of the
+        slots, or all of them once the support fills that much). Features already in
         a slot keep it; the others are appended, or, when they do not fit, take the slots
         of features no longer wanted first. Returns `(slots, (refresh, m), count, active,
         holds)`: the new slots; the `m` slots whose row and Gram entries must be computed
@@ -417,12 +418,14 @@ class CoordinateDescent(AbstractSolver):
         support = w != 0
         nnz = jnp.sum(support)
         # An eighth of the slots stays free after a rebuild, so that features entering in
-        # later rounds are appended rather than forcing another rebuild.
-        cap = size - size // 8
-        # The support is forced in only when it leaves room for violators: otherwise the
-        # round is a block of the largest violations (block coordinate descent), or no
-        # feature could ever enter.
-        holds = nnz < cap
+        # later rounds are appended rather than forcing another rebuild; a support past
+        # that cap takes every slot, the support and the largest violations.
+        cap = jnp.where(nnz < size - size // 8, size - size // 8, size)
+        # The support is forced in while it leaves a 32nd of the slots to violators (a
+        # lasso's support near its number of rows n, with n just under the working set's
+        # size, is held). A larger support makes the round a block of the largest
+        # violations (block coordinate descent), or no feature could ever enter.
+        holds = nnz <= size - max(size // 32, 1)
         force = support & holds
         # Ranked in float32: XLA's CPU runtime has a partial sort for float32 `top_k`
         # (7x faster than the full sort it uses for float64 at p = 1536). The scores are
