@@ -1,6 +1,7 @@
 """HOAG's safeguard, read from a run's public history: a rejected step is retried from
 the last accepted point along the same gradient at half the step size, so the next move
-from that point is exactly half the rejected move (Pedregosa 2016, Algorithm 1's
+from that point is exactly half the rejected move where the trust region (`max_move`)
+clipped neither (Pedregosa 2016, Algorithm 1's
 backtracking; hypergrad.tune.hoag's module docstring, step 3). With two hyperparameters
 (the elastic net's): with one, HOAG steps inside a bracket instead (test_hoag)."""
 
@@ -27,7 +28,11 @@ def test_a_rejected_step_is_retried_at_half_the_step():
             rejected_move = theta[k] - anchor
             next_move = theta[k + 1] - anchor
             # Same anchor and anchor gradient, half the step: the same direction, half
-            # as far (up to rounding in log space).
-            np.testing.assert_allclose(next_move, 0.5 * rejected_move, rtol=1e-9, atol=1e-12)
+            # as far (up to rounding in log space), each coordinate's move clipped to
+            # max_move (1.0) after the halving. So twice the next move, clipped, is the
+            # rejected move: exactly twice where neither was clipped.
+            np.testing.assert_allclose(
+                np.clip(2 * next_move, -1.0, 1.0), rejected_move, rtol=1e-9, atol=1e-12
+            )
             checked += 1
     assert checked >= 2, (theta, accepted)  # the run does reject steps
