@@ -426,10 +426,10 @@ def run(quick: bool = False) -> dict:
     )
     logistic = ("hypergrad_default", "hypergrad_lbfgs_cg", "jaxopt", "optimistix", "tune")
     cases += _first_cases("logistic", logistic + ("sklearn",), reps, reps)
-    # quick: no peer and no tune on the lasso (its first tune result takes minutes today:
-    # one hypergradient at the space's lower end, alpha0 / 100, is a 100-sweep solve).
+    # quick: no peer and no tune on the lasso (its first tune result takes about a minute:
+    # at the space's lower end, alpha0 / 100 with n < p, the solve runs to max_steps).
     lasso = ("hypergrad_default", "sklearn") if quick else LASSO_WHO
-    # One pair for the lasso's tune: its first result takes minutes (or the child's limit).
+    # One pair for the lasso's tune: its first result takes about a minute.
     cases += _first_cases("lasso", lasso, reps, 1)
 
     budget, seeds = (4.0, 1) if quick else (12.0, DEMO_SEEDS)
