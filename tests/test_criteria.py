@@ -104,13 +104,15 @@ def test_kfold_centers_each_fold_by_its_training_rows():
 
 
 def test_kfold_bucket_rows_pads_to_bucket_sizes_without_changing_the_criterion():
-    """`bucket_rows=True` pads each side to `bucket` rows; zero-weight rows leave the
-    cross-validation loss unchanged (against the unpadded folds)."""
-    X, y = problems.synthetic_regression(46, 9, noise=0.5, seed=3)
-    exact = kfold(problems.lasso, X, y, 5, tol=1e-12)
-    padded = kfold(problems.lasso, X, y, 5, tol=1e-12, bucket_rows=True)
-    # Held-out parts of 10, 9, 9, 9 and 9 rows: up to 37 training rows, padded to 40.
-    assert exact.train.X.shape[1] == 37 and padded.train.X.shape[1] == problems.bucket(37) == 40
-    assert exact.val.X.shape[1] == padded.val.X.shape[1] == 10
-    h = {"alpha": np.float64(0.05)}
-    np.testing.assert_allclose(kfold_loss(padded, h), kfold_loss(exact, h), rtol=1e-10)
+    """`bucket_rows=True` pads each side to `bucket` rows, at least 64; zero-weight rows
+    leave the cross-validation loss unchanged (against the unpadded folds)."""
+    for n, train, val, padded_train, padded_val in ((46, 37, 10, 64, 64), (230, 184, 46, 192, 64)):
+        X, y = problems.synthetic_regression(n, 9, noise=0.5, seed=3)
+        exact = kfold(problems.lasso, X, y, 5, tol=1e-12)
+        padded = kfold(problems.lasso, X, y, 5, tol=1e-12, bucket_rows=True)
+        # Held-out parts of n / 5 rows (the first one more when 5 does not divide n).
+        assert exact.train.X.shape[1] == train and exact.val.X.shape[1] == val
+        assert padded.train.X.shape[1] == padded_train == problems.bucket(train, least=64)
+        assert padded.val.X.shape[1] == padded_val == problems.bucket(val, least=64)
+        h = {"alpha": np.float64(0.05)}
+        np.testing.assert_allclose(kfold_loss(padded, h), kfold_loss(exact, h), rtol=1e-10)

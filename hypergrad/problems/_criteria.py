@@ -22,7 +22,7 @@ import numpy as np
 from .._bilevel import BilevelProblem
 from .._types import Array, HParams
 from ..methods._solve import hypergradient, outer_loss, solve
-from ._data import bucket
+from ._data import LEAST_ROWS, bucket
 from ._sparse import Rows
 
 
@@ -70,9 +70,9 @@ def kfold(
       seed: shuffle the rows before a number of folds is cut.
       center: center `X` and `y` by each fold's training means (an unpenalized intercept
         fitted per fold, as scikit-learn's `LassoCV`); for problems without intercept.
-      bucket_rows: pad the folds' training and held-out rows to `bucket` sizes rather
-        than to the largest fold's counts, so that data of nearby sizes share compiled
-        programs (what the scikit-learn estimators do).
+      bucket_rows: pad the folds' training and held-out rows to `bucket` sizes, at
+        least `LEAST_ROWS` (64), rather than to the largest fold's counts, so that data
+        of nearby sizes share compiled programs (what the scikit-learn estimators do).
       kwargs: passed to `builder` (`alpha=`, `tol=`, ...).
 
     Returns:
@@ -87,7 +87,7 @@ def kfold(
         )
     pairs = fold_indices(X.shape[0], folds, seed)
     k, p = len(pairs), X.shape[1]
-    size = bucket if bucket_rows else (lambda m: m)
+    size = (lambda m: bucket(m, least=LEAST_ROWS)) if bucket_rows else (lambda m: m)
     counts = [size(max(len(idx[side]) for idx in pairs)) for side in (0, 1)]
     dt = np.result_type(X, float)
     X, y = X.astype(dt, copy=False), y.astype(dt, copy=False)

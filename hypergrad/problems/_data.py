@@ -103,6 +103,12 @@ def synthetic_classification(
     return X, y
 
 
+# The fewest rows a bucketed side is padded to (`kfold(bucket_rows=True)` and the
+# scikit-learn estimators): every data set and fold of at most 64 rows shares one shape,
+# the compute on a few dozen zero-weight rows being negligible next to a compilation.
+LEAST_ROWS = 64
+
+
 def bucket(n: int, least: int = 8) -> int:
     """The padded size of a dimension of size `n`: the smallest number `>= max(n, least)`
     of the form `m * 2^e` with `m` in {4, 5, 6, 7}, so at most a quarter more than `n`.

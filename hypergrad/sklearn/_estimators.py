@@ -29,9 +29,9 @@ are also kept exported (`hypergrad._exported`, with the `flatbuffers` package of
 `sklearn` extra): a fresh process skips their tracing and lowering.
 
 Shapes are padded to buckets (`hypergrad.problems.bucket`: at most a quarter more rows
-and columns, zero-weight rows and zero columns, which leave the fit unchanged) so that
-fitting data of nearby shapes reuses compiled programs. The computation runs in float64
-whatever JAX's default.
+and columns, and at least 64 rows; zero-weight rows and zero columns, which leave the fit
+unchanged) so that fitting data of nearby shapes reuses compiled programs. The
+computation runs in float64 whatever JAX's default.
 """
 
 import jax
@@ -45,15 +45,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .. import _exported, problems
 from .._threads import serial_lapack
 from ..problems._criteria import _aligned
+from ..problems._data import LEAST_ROWS
 from ..solvers import run
 from ..tune import hoag
 
 
 def _pad(X, y):
-    """`X` padded with zeros to `bucket` sizes on both axes (a copy on a 64-byte
-    boundary, which `jax.device_put` shares rather than copies on CPU), and `y` to its
-    rows."""
-    Xp = _aligned(tuple(problems.bucket(d) for d in X.shape), np.float64)
+    """`X` padded with zeros to `bucket` sizes on both axes, at least `LEAST_ROWS` rows
+    (a copy on a 64-byte boundary, which `jax.device_put` shares rather than copies on
+    CPU), and `y` to its rows."""
+    n, p = X.shape
+    Xp = _aligned((problems.bucket(n, least=LEAST_ROWS), problems.bucket(p)), np.float64)
     Xp[...] = 0.0
     Xp[: X.shape[0], : X.shape[1]] = X
     yp = np.zeros(Xp.shape[0])
