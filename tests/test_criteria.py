@@ -112,7 +112,8 @@ def test_kfold_bucket_rows_pads_to_bucket_sizes_without_changing_the_criterion()
         padded = kfold(problems.lasso, X, y, 5, tol=1e-12, bucket_rows=True)
         # Held-out parts of n / 5 rows (the first one more when 5 does not divide n).
         assert exact.train.X.shape[1] == train and exact.val.X.shape[1] == val
-        assert padded.train.X.shape[1] == padded_train == problems.bucket(train, least=64)
-        assert padded.val.X.shape[1] == padded_val == problems.bucket(val, least=64)
+        least = problems.LEAST_ROWS  # 64
+        assert padded.train.X.shape[1] == padded_train == problems.bucket(train, least=least)
+        assert padded.val.X.shape[1] == padded_val == problems.bucket(val, least=least)
         h = {"alpha": np.float64(0.05)}
         np.testing.assert_allclose(kfold_loss(padded, h), kfold_loss(exact, h), rtol=1e-10)

@@ -8,6 +8,7 @@ from ._criteria import kfold_hypergradient as kfold_hypergradient
 from ._criteria import kfold_loss as kfold_loss
 from ._criteria import num_folds as num_folds
 from ._criteria import sure as sure
+from ._data import LEAST_ROWS as LEAST_ROWS
 from ._data import Split as Split
 from ._data import bucket as bucket
 from ._data import load as load

@@ -45,7 +45,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .. import _exported, problems
 from .._threads import serial_lapack
 from ..problems._criteria import _aligned
-from ..problems._data import LEAST_ROWS
 from ..solvers import run
 from ..tune import hoag
 
@@ -55,7 +54,7 @@ def _pad(X, y):
     (a copy on a 64-byte boundary, which `jax.device_put` shares rather than copies on
     CPU), and `y` to its rows."""
     n, p = X.shape
-    Xp = _aligned((problems.bucket(n, least=LEAST_ROWS), problems.bucket(p)), np.float64)
+    Xp = _aligned((problems.bucket(n, least=problems.LEAST_ROWS), problems.bucket(p)), np.float64)
     Xp[...] = 0.0
     Xp[: X.shape[0], : X.shape[1]] = X
     yp = np.zeros(Xp.shape[0])
