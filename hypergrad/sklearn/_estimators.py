@@ -49,14 +49,19 @@ from ..solvers import run
 from ..tune import hoag
 
 
+def _padded_shape(shape):
+    """The bucketed `(rows, columns)` of data of `shape`: at least `LEAST_ROWS` rows."""
+    n, p = shape
+    return problems.bucket(n, least=problems.LEAST_ROWS), problems.bucket(p)
+
+
 def _pad(X, y):
-    """`X` padded with zeros to `bucket` sizes on both axes, at least `LEAST_ROWS` rows
-    (a copy on a 64-byte boundary, which `jax.device_put` shares rather than copies on
-    CPU), and `y` to its rows."""
+    """`X` padded with zeros to `_padded_shape` (a copy on a 64-byte boundary, which
+    `jax.device_put` shares rather than copies on CPU), and `y` to its rows."""
     n, p = X.shape
-    Xp = _aligned((problems.bucket(n, least=problems.LEAST_ROWS), problems.bucket(p)), np.float64)
+    Xp = _aligned(_padded_shape(X.shape), np.float64)
     Xp[...] = 0.0
-    Xp[: X.shape[0], : X.shape[1]] = X
+    Xp[:n, :p] = X
     yp = np.zeros(Xp.shape[0])
     yp[: len(y)] = y
     return Xp, yp
@@ -246,7 +251,7 @@ class _HyperRegressor(RegressorMixin, _HyperLinear):
         fold's fewer rows would give. An elastic net's support can exceed the rows, and
         a working set smaller than the support makes every round a block of it (low-rank
         400 x 2000 design: 73 s a fit at the folds' 256 slots, 3 s at 512)."""
-        return problems.default_working_set(*(problems.bucket(d) for d in X.shape))
+        return problems.default_working_set(*_padded_shape(X.shape))
 
 
 class HyperLasso(_HyperRegressor):
@@ -638,7 +643,7 @@ class HyperLogisticRegression(ClassifierMixin, _HyperLinear):
             bounds = (1 / (Cb[1] * n), 1 / (Cb[0] * n))
             start = float(np.clip(1.0 / n, *bounds))
             if self.per_feature:
-                start = np.full(problems.bucket(p), start)
+                start = np.full(_padded_shape(X.shape)[1], start)
             res = self._tune(X, y01, bounds, {"alpha": start}, {})
             # C multiplies the summed loss: C = 1 / (alpha n_fold) on the folds, and the
             # refit on all n rows uses alpha = 1 / (C n), as LogisticRegression(C) would.

@@ -420,7 +420,8 @@ class CoordinateDescent(AbstractSolver):
         # An eighth of the slots stays free after a rebuild, so that features entering in
         # later rounds are appended rather than forcing another rebuild; a support past
         # that cap takes every slot, the support and the largest violations.
-        cap = jnp.where(nnz < size - size // 8, size - size // 8, size)
+        free_eighth = size - size // 8
+        cap = jnp.where(nnz < free_eighth, free_eighth, size)
         # The support is forced in while it leaves a 32nd of the slots to violators (a
         # lasso's support near its number of rows n, with n just under the working set's
         # size, is held). A larger support makes the round a block of the largest
