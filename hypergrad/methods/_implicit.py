@@ -28,7 +28,10 @@ class Implicit(AbstractMethod):
     Args:
       linear_solver: solves the system with `dF/dparams` (default `CG()`; CG needs a
         symmetric positive definite system, which stationarity of a strongly convex
-        objective gives).
+        objective gives). When the inner solver holds a factorization of its Hessian
+        (`Newton`), a Krylov solver is preconditioned by it
+        (`AbstractSolver.preconditioner`): on a quadratic inner objective conjugate
+        gradients then take one step, on a smooth one a few.
       residual_tol: the stationarity check of a fixed-step run (a solver without a
         tolerance, status `steps_done`): its solution counts as stationary when the
         solver's optimality residual (`Solution.stats["grad_norm"]`) is at most
@@ -144,7 +147,13 @@ class Implicit(AbstractMethod):
             optimality, params, hparams, flat_matvec, flat_b, flat_x0, tol, solver, state
         )
         if x is None:
-            x = self.linear_solver(flat_matvec, flat_b, x0=flat_x0, tol=tol)
+            x = self.linear_solver(
+                flat_matvec,
+                flat_b,
+                x0=flat_x0,
+                tol=tol,
+                preconditioner=_preconditioner(solver, state),
+            )
         return unravel(x)
 
     def _on_working_set(self, optimality, params, hparams, matvec, b, x0, tol, solver, state):
@@ -260,7 +269,9 @@ class Implicit(AbstractMethod):
                 x = self._on_working_set(
                     optimality, sol.params, h, mv, b, None, None, solver, sol.state
                 )
-                return self.linear_solver(mv, b) if x is None else x
+                if x is None:
+                    x = self.linear_solver(mv, b, preconditioner=_preconditioner(solver, sol.state))
+                return x
 
             flat_dparams = jax.lax.custom_linear_solve(
                 matvec,
@@ -274,3 +285,11 @@ class Implicit(AbstractMethod):
 
         solution.defjvp(rule, symbolic_zeros=True)
         return solution(init_params, hparams, args)
+
+
+def _preconditioner(solver, state):
+    """The inner solver's preconditioner for the system at its solution (a factorization
+    it holds in `state`: Newton's Cholesky factor), or None."""
+    if solver is None or state is None:
+        return None
+    return solver.preconditioner(state)

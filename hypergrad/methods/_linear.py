@@ -1,10 +1,13 @@
 """Linear solvers for the implicit-function-theorem system `A x = b`.
 
-Interface: `linear_solver(matvec, b, x0=None, tol=None) -> x`, where `matvec(v) = A v`
-on pytrees shaped like the inner parameters, `b` is such a pytree, `x0` an optional
-initial guess (a warm start from the previous outer step) and `tol` an optional
+Interface: `linear_solver(matvec, b, x0=None, tol=None, preconditioner=None) -> x`, where
+`matvec(v) = A v` on pytrees shaped like the inner parameters, `b` is such a pytree, `x0`
+an optional initial guess (a warm start from the previous outer step), `tol` an optional
 tolerance for this call, as data (an outer loop's schedule), in place of the solver's
-own. Solvers that need `A` symmetric positive definite say so with `requires_spd = True`.
+own, and `preconditioner(v)` an optional approximation of `A^{-1} v` (symmetric positive
+definite), which the Krylov solvers (CG, GMRES, BiCGStab) use and the others ignore: an
+inner solver that factored its Hessian offers one (`AbstractSolver.preconditioner`).
+Solvers that need `A` symmetric positive definite say so with `requires_spd = True`.
 
 For stationarity of a convex inner objective, `A` is the Hessian: symmetric, and positive
 definite when the objective is strongly convex.
@@ -78,9 +81,10 @@ class AbstractLinearSolver(ConfigEquality, abc.ABC):
     requires_spd: bool = False
 
     @abc.abstractmethod
-    def __call__(self, matvec, b, x0=None, tol=None):
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
         """The solution `x`, a pytree shaped like `b`; `tol` (iterative solvers) replaces
-        the relative tolerance for this call."""
+        the relative tolerance for this call; `preconditioner(v)` approximates `A^{-1} v`
+        (Krylov solvers use it; the tolerance still applies to the residual `b - A x`)."""
 
     def solve_matrix(self, a, b, x0=None, tol=None):
         """`A x = b` for an explicit matrix `a` and a vector `b` (a system small enough
@@ -112,11 +116,13 @@ class CG(AbstractLinearSolver):
         _check_maxiter(maxiter)
         self.tol, self.atol, self.maxiter = tol, atol, maxiter
 
-    def __call__(self, matvec, b, x0=None, tol=None):
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
         tol = dtype_tol(self.tol if tol is None else tol, _rhs_dtype(b))
 
         def solve(rhs):
-            return jsp.cg(matvec, rhs, tol=tol, atol=self.atol, maxiter=self.maxiter)[0]
+            return jsp.cg(
+                matvec, rhs, tol=tol, atol=self.atol, maxiter=self.maxiter, M=preconditioner
+            )[0]
 
         return _from_guess(solve, matvec, b, x0)
 
@@ -141,7 +147,7 @@ class GMRES(AbstractLinearSolver):
             raise ValueError(f"restart must be a positive int, got restart={restart!r}")
         self.tol, self.atol, self.restart, self.maxiter = tol, atol, restart, maxiter
 
-    def __call__(self, matvec, b, x0=None, tol=None):
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
         tol = dtype_tol(self.tol if tol is None else tol, _rhs_dtype(b))
 
         def solve(rhs):
@@ -152,6 +158,7 @@ class GMRES(AbstractLinearSolver):
                 atol=self.atol,
                 restart=self.restart,
                 maxiter=self.maxiter,
+                M=preconditioner,
                 solve_method="batched",
             )[0]
 
@@ -175,11 +182,13 @@ class BiCGStab(AbstractLinearSolver):
         _check_maxiter(maxiter)
         self.tol, self.atol, self.maxiter = tol, atol, maxiter
 
-    def __call__(self, matvec, b, x0=None, tol=None):
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
         tol = dtype_tol(self.tol if tol is None else tol, _rhs_dtype(b))
 
         def solve(rhs):
-            return jsp.bicgstab(matvec, rhs, tol=tol, atol=self.atol, maxiter=self.maxiter)[0]
+            return jsp.bicgstab(
+                matvec, rhs, tol=tol, atol=self.atol, maxiter=self.maxiter, M=preconditioner
+            )[0]
 
         return _from_guess(solve, matvec, b, x0)
 
@@ -209,10 +218,11 @@ class Neumann(AbstractLinearSolver):
             raise ValueError(f"step_size must be positive, got step_size={step_size!r}")
         self.num_terms, self.step_size = num_terms, step_size
 
-    def __call__(self, matvec, b, x0=None, tol=None):
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
         # x0 is not used: the series is a fixed linear map of b (that makes it unbiased
-        # as a truncation of A^{-1} b, and transposable); nor is tol (a fixed length).
-        del x0, tol
+        # as a truncation of A^{-1} b, and transposable); nor is tol (a fixed length),
+        # nor a preconditioner (the series is the method's approximation).
+        del x0, tol, preconditioner
         eta = self.step_size
 
         def body(_, carry):
@@ -235,8 +245,8 @@ class Dense(AbstractLinearSolver):
     def __init__(self, symmetric: bool = False):
         self.symmetric = bool(symmetric)
 
-    def __call__(self, matvec, b, x0=None, tol=None):
-        del x0, tol
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
+        del x0, tol, preconditioner
         flat_b, unravel = ravel_pytree(b)
         flat_matvec = lambda v: ravel_pytree(matvec(unravel(v)))[0]  # noqa: E731
         a = jax.vmap(flat_matvec, out_axes=1)(jnp.eye(flat_b.size, dtype=flat_b.dtype))
@@ -271,8 +281,8 @@ class Identity(AbstractLinearSolver):
             raise ValueError(f"scale must be positive, got scale={scale!r}")
         self.scale = scale
 
-    def __call__(self, matvec, b, x0=None, tol=None):
-        del matvec, x0, tol
+    def __call__(self, matvec, b, x0=None, tol=None, preconditioner=None):
+        del matvec, x0, tol, preconditioner
         return jax.tree.map(lambda t: self.scale * t, b)
 
     def __repr__(self):

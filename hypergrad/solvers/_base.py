@@ -126,6 +126,14 @@ class AbstractSolver(Configurable, abc.ABC):
         del state, hparams
         return None
 
+    def preconditioner(self, state: SolverState):
+        """A function `v -> M v`, `M` symmetric positive definite and close to the inverse
+        Hessian of the objective at the end of the run, when the solver's final `state`
+        holds one (a factorization it computed anyway); implicit differentiation
+        preconditions its Krylov solve with it. None (the default): it holds none."""
+        del state
+        return None
+
     def extra_stats(self, state: SolverState) -> dict[str, Array]:
         """Solver-specific entries of `Solution.stats` (a duality gap, epochs)."""
         del state

@@ -62,7 +62,18 @@ class Newton(AbstractSolver):
 
     def init(self, fun, params, hparams, args):
         value, grad = jax.value_and_grad(fun)(params, hparams, args)
-        return common_state(None, value, grad)
+        # The Cholesky factor of the last step's Hessian (the identity before a step),
+        # kept for `preconditioner`.
+        flat = ravel_pytree(params)[0]
+        return common_state(jnp.eye(flat.size, dtype=flat.dtype), value, grad)
+
+    def preconditioner(self, state):
+        """The inverse of the Hessian that the last step factored, at the iterate before
+        the solution: on a quadratic objective the inverse Hessian itself (conjugate
+        gradients then end in one step), and close to it wherever Newton converged. The
+        identity when no step was taken (a warm start at the solution)."""
+        factor = state.inner
+        return lambda v: jax.scipy.linalg.cho_solve((factor, True), v)
 
     def step(self, fun, params, state, hparams, args):
         flat, unravel = ravel_pytree(params)
@@ -74,9 +85,9 @@ class Newton(AbstractSolver):
         flat_fun = lambda x: fun(unravel(x), hparams, args)  # noqa: E731
         hess = jax.hessian(flat_fun)(flat)
         g, _ = ravel_pytree(state.grad)
-        # The Hessian of a convex objective is symmetric positive (semi)definite; `solve`
-        # with assume_a="pos" uses Cholesky.
-        direction = jax.scipy.linalg.solve(hess, g, assume_a="pos")
+        # The Hessian of a convex objective is symmetric positive (semi)definite: Cholesky.
+        factor = jax.scipy.linalg.cho_factor(hess, lower=True)[0]
+        direction = jax.scipy.linalg.cho_solve((factor, True), g)
         if self.line_search:
             steps = self.damping * 0.5 ** jnp.arange(self.line_search + 1, dtype=flat.dtype)
             values = jax.vmap(lambda t: flat_fun(flat - t * direction))(steps)
@@ -88,7 +99,7 @@ class Newton(AbstractSolver):
             step = self.damping
         params = unravel(flat - step * direction)
         value, grad = jax.value_and_grad(fun)(params, hparams, args)
-        return params, advance(state, None, value, grad)
+        return params, advance(state, factor, value, grad)
 
     def __repr__(self):
         return f"Newton(max_steps={self.max_steps}, tol={self.tol}, line_search={self.line_search})"
