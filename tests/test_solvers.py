@@ -129,7 +129,7 @@ def test_newton_forms_no_hessian_outside_its_loop(ridge):
 def _counted_adjoint(problem, solver, sol, b, *, preconditioned):
     """The implicit adjoint solve at `sol` by CG, run eagerly (`jax.disable_jit`), with
     the number of products with the system; preconditioned by `solver`'s final state or
-    not (no state handed over)."""
+    not (`Implicit(precondition=False)`)."""
     from hypergrad import CG, Implicit
     from hypergrad.methods._optimality import stationarity
 
@@ -142,9 +142,8 @@ def _counted_adjoint(problem, solver, sol, b, *, preconditioned):
         return opt.residual(params, hparams, args)
 
     counted = opt._replace(residual=residual)
-    state = sol.state if preconditioned else None
     with jax.disable_jit():
-        x = Implicit(CG(tol=1e-12)).linear_solve(
+        x = Implicit(CG(tol=1e-12), precondition=preconditioned).linear_solve(
             counted,
             sol.params,
             problem.hparams,
@@ -152,7 +151,7 @@ def _counted_adjoint(problem, solver, sol, b, *, preconditioned):
             b,
             transpose=True,
             solver=solver,
-            state=state,
+            state=sol.state,
         )
     return x, len(calls)
 
@@ -396,3 +395,10 @@ def test_hypergradient_under_jit_and_vmap_matches_closed_form(ridge):
         np.testing.assert_allclose(batched, exact, rtol=1e-9)
         np.testing.assert_allclose(single, exact[1], rtol=1e-9)
         assert values.shape == (3,)
+
+
+def test_implicit_refuses_a_precondition_that_is_not_a_bool():
+    from hypergrad import Implicit
+
+    with pytest.raises(TypeError, match="precondition must be True or False, got precondition=1"):
+        Implicit(precondition=1)

@@ -32,6 +32,8 @@ class Implicit(AbstractMethod):
         (`Newton`), a Krylov solver is preconditioned by it
         (`AbstractSolver.preconditioner`): on a quadratic inner objective conjugate
         gradients then take one step, on a smooth one a few.
+      precondition: use the inner solver's preconditioner when it offers one (default
+        True); False runs the linear solver plain (a study of its convergence).
       residual_tol: the stationarity check of a fixed-step run (a solver without a
         tolerance, status `steps_done`): its solution counts as stationary when the
         solver's optimality residual (`Solution.stats["grad_norm"]`) is at most
@@ -63,8 +65,13 @@ class Implicit(AbstractMethod):
     """
 
     def __init__(
-        self, linear_solver: AbstractLinearSolver | None = None, residual_tol: float = 1e-3
+        self,
+        linear_solver: AbstractLinearSolver | None = None,
+        residual_tol: float = 1e-3,
+        precondition: bool = True,
     ):
+        if not isinstance(precondition, bool):
+            raise TypeError(f"precondition must be True or False, got {precondition=!r}")
         linear_solver = CG() if linear_solver is None else linear_solver
         if not isinstance(linear_solver, AbstractLinearSolver):
             raise TypeError(
@@ -75,11 +82,12 @@ class Implicit(AbstractMethod):
             raise ValueError(f"residual_tol must be a positive number, got {residual_tol!r}")
         self.linear_solver = linear_solver
         self.residual_tol = float(residual_tol)
+        self.precondition = precondition
 
     def __repr__(self):
-        if self.residual_tol == 1e-3:
-            return f"Implicit({self.linear_solver!r})"
-        return f"Implicit({self.linear_solver!r}, residual_tol={self.residual_tol!r})"
+        extra = "" if self.residual_tol == 1e-3 else f", residual_tol={self.residual_tol!r}"
+        extra += "" if self.precondition else ", precondition=False"
+        return f"Implicit({self.linear_solver!r}{extra})"
 
     def check_stationary(self, solution: Solution) -> Solution:
         """`solution` with status `not_stationary` where a fixed-step run (`steps_done`)
@@ -102,6 +110,13 @@ class Implicit(AbstractMethod):
     def keep_warm(self, result):
         # The run's tolerance is not part of the warm start (the next run sets its own).
         return result.solution.params, result.adjoint, result.solution.state._replace(tol=None)
+
+    def _preconditioner(self, solver, state):
+        """The inner solver's preconditioner for the system at its solution (a
+        factorization it holds in `state`: Newton's Cholesky factor), or None."""
+        if not self.precondition or solver is None or state is None:
+            return None
+        return solver.preconditioner(state)
 
     def check_optimality(self, optimality: OptimalityCondition) -> None:
         if self.linear_solver.requires_spd and not optimality.symmetric:
@@ -152,7 +167,7 @@ class Implicit(AbstractMethod):
                 flat_b,
                 x0=flat_x0,
                 tol=tol,
-                preconditioner=_preconditioner(solver, state),
+                preconditioner=self._preconditioner(solver, state),
             )
         return unravel(x)
 
@@ -275,7 +290,9 @@ class Implicit(AbstractMethod):
                     optimality, sol.params, h, mv, b, None, None, solver, sol.state
                 )
                 if x is None:
-                    x = self.linear_solver(mv, b, preconditioner=_preconditioner(solver, sol.state))
+                    x = self.linear_solver(
+                        mv, b, preconditioner=self._preconditioner(solver, sol.state)
+                    )
                 return x
 
             flat_dparams = jax.lax.custom_linear_solve(
@@ -290,11 +307,3 @@ class Implicit(AbstractMethod):
 
         solution.defjvp(rule, symbolic_zeros=True)
         return solution(init_params, hparams, args)
-
-
-def _preconditioner(solver, state):
-    """The inner solver's preconditioner for the system at its solution (a factorization
-    it holds in `state`: Newton's Cholesky factor), or None."""
-    if solver is None or state is None:
-        return None
-    return solver.preconditioner(state)
