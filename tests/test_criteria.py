@@ -8,10 +8,11 @@ import pytest
 from sklearn.linear_model import LassoCV
 
 from hypergrad import problems
-from hypergrad.problems import kfold, kfold_hypergradient, kfold_loss, sure
+from hypergrad.problems import kfold, kfold_hypergradient, kfold_loss, num_folds, sure
 from hypergrad.solvers import run
 
 from ._problems import central_difference
+from ._problems import count_compilations as count_compiles
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,32 @@ def test_kfold_hypergradient_matches_finite_differences(folds):
     np.testing.assert_allclose(by_grad["alpha"], fd, rtol=1e-6)
     assert per.value.shape == (k,)
     np.testing.assert_allclose(value, jnp.mean(per.value))
+
+
+def test_kfold_criteria_called_eagerly_are_one_program_each(folds):
+    """Called with concrete values, `kfold_loss` and `kfold_hypergradient` run as one
+    compiled program each (not the folds' `vmap` operation by operation), which other
+    hyperparameters reuse; their values are each fold's `outer_loss` / `hypergradient`
+    averaged, and equal the same functions traced under the caller's `jit`."""
+    from hypergrad import hypergradient
+
+    h1, h2 = {"alpha": np.float64(0.05)}, {"alpha": np.float64(0.02)}
+    kfold_loss(folds, h1)
+    kfold_hypergradient(folds, h1)
+    with count_compiles() as compiled:
+        loss = kfold_loss(folds, h2)
+        value, grad, per = kfold_hypergradient(folds, h2)
+    assert compiled == []
+    k = num_folds(folds)
+    fold = lambda i: jax.tree.map(lambda x: x[i], folds)  # noqa: E731
+    each = [hypergradient(fold(i), h2) for i in range(k)]
+    # Each fold's `hypergradient` value is its outer loss at the inner solution.
+    np.testing.assert_allclose(loss, np.mean([e.value for e in each]), rtol=1e-12)
+    np.testing.assert_allclose(value, loss, rtol=1e-12)
+    np.testing.assert_allclose(grad["alpha"], np.mean([e.grad["alpha"] for e in each]), rtol=1e-9)
+    np.testing.assert_allclose(per.value, [e.value for e in each], rtol=1e-12)
+    traced = jax.jit(lambda h: kfold_hypergradient(folds, h)[:2])(h2)
+    np.testing.assert_allclose(traced[1]["alpha"], grad["alpha"], rtol=1e-12)
 
 
 def test_sure_dof_and_hypergradient(data):
@@ -105,15 +132,17 @@ def test_kfold_centers_each_fold_by_its_training_rows():
 
 def test_kfold_bucket_rows_pads_to_bucket_sizes_without_changing_the_criterion():
     """`bucket_rows=True` pads each side to `bucket` rows, at least 64; zero-weight rows
-    leave the cross-validation loss unchanged (against the unpadded folds)."""
-    for n, train, val, padded_train, padded_val in ((46, 37, 10, 64, 64), (230, 184, 46, 192, 64)):
-        X, y = problems.synthetic_regression(n, 9, noise=0.5, seed=3)
-        exact = kfold(problems.lasso, X, y, 5, tol=1e-12)
-        padded = kfold(problems.lasso, X, y, 5, tol=1e-12, bucket_rows=True)
-        # Held-out parts of n / 5 rows (the first one more when 5 does not divide n).
-        assert exact.train.X.shape[1] == train and exact.val.X.shape[1] == val
-        least = problems.LEAST_ROWS  # 64
-        assert padded.train.X.shape[1] == padded_train == problems.bucket(train, least=least)
-        assert padded.val.X.shape[1] == padded_val == problems.bucket(val, least=least)
-        h = {"alpha": np.float64(0.05)}
-        np.testing.assert_allclose(kfold_loss(padded, h), kfold_loss(exact, h), rtol=1e-10)
+    leave the cross-validation loss unchanged (against the unpadded folds). At n = 231
+    the folds are of unequal size (47 and 46 held-out rows), the training side is rounded
+    up to a bucket (185 -> 192) and the held-out side to the least size (47 -> 64)."""
+    X, y = problems.synthetic_regression(231, 9, noise=0.5, seed=3)
+    exact = kfold(problems.lasso, X, y, 5, tol=1e-12)
+    padded = kfold(problems.lasso, X, y, 5, tol=1e-12, bucket_rows=True)
+    # Held-out parts of n / 5 rows, the first one more when 5 does not divide n; stacked,
+    # every fold has the largest training and held-out sizes.
+    assert exact.train.X.shape[1] == 185 and exact.val.X.shape[1] == 47
+    least = problems.LEAST_ROWS  # 64
+    assert padded.train.X.shape[1] == 192 == problems.bucket(185, least=least)
+    assert padded.val.X.shape[1] == 64 == problems.bucket(47, least=least)
+    h = {"alpha": np.float64(0.05)}
+    np.testing.assert_allclose(kfold_loss(padded, h), kfold_loss(exact, h), rtol=1e-10)

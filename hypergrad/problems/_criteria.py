@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
+from .._compile import FAST_COMPILE, fast_compile
 from .._types import Array, HParams
 from ..methods._solve import hypergradient, outer_loss, solve
 from ._data import LEAST_ROWS, bucket
@@ -151,22 +152,66 @@ def num_folds(problem: BilevelProblem) -> int:
     return jax.tree.leaves(problem.train)[0].shape[0]
 
 
+# The settings of `outer_loss` and `hypergradient` that configure the program (static
+# under `jit`); the other keywords (warm starts, `tol`) are data.
+_STATIC_KWARGS = ("solver", "method", "split", "throw")
+
+
+def _compiled(fn):
+    """`fn(stacked, hparams, data, **settings)` called as one compiled program, keyed by
+    the settings and the shapes, when its arguments are concrete; traced into the
+    caller's program under a transformation. Small data get the program compiled for
+    compile time, as `hypergradient`'s (`hypergrad._compile`)."""
+    plain = jax.jit(fn, static_argnames=_STATIC_KWARGS)
+    small = jax.jit(fn, static_argnames=_STATIC_KWARGS, compiler_options=FAST_COMPILE)
+
+    def call(stacked, hparams, kwargs):
+        settings = {k: v for k, v in kwargs.items() if k in _STATIC_KWARGS}
+        data = {k: v for k, v in kwargs.items() if k not in _STATIC_KWARGS}
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((stacked, hparams, data))):
+            return fn(stacked, hparams, data, **settings)
+        compiled = small if fast_compile(stacked.train, stacked.val) else plain
+        return compiled(stacked, hparams, data, **settings)
+
+    return call
+
+
+def _kfold_loss(stacked, hparams, data, **settings):
+    return jnp.mean(jax.vmap(lambda pr: outer_loss(pr, hparams, **settings, **data))(stacked))
+
+
+def _kfold_hypergradient(stacked, hparams, data, **settings):
+    init_params = data.pop("init_params", None)
+    init_adjoint = data.pop("init_adjoint", None)
+    per = jax.vmap(
+        lambda pr, p0, v0: hypergradient(
+            pr, hparams, init_params=p0, init_adjoint=v0, **settings, **data
+        )
+    )(stacked, init_params, init_adjoint)
+    mean = lambda t: jnp.mean(t, axis=0)  # noqa: E731
+    return mean(per.value), jax.tree.map(mean, per.grad), per
+
+
+_kfold_loss_compiled = _compiled(_kfold_loss)
+_kfold_hypergradient_compiled = _compiled(_kfold_hypergradient)
+
+
 def kfold_loss(stacked: BilevelProblem, hparams: HParams, **kwargs) -> Array:
-    """The mean over folds of the validation loss (differentiable in `hparams`)."""
-    return jnp.mean(jax.vmap(lambda pr: outer_loss(pr, hparams, **kwargs))(stacked))
+    """The mean over folds of the validation loss (differentiable in `hparams`).
+
+    `kwargs` go to `hypergrad.outer_loss` of each fold. Called with concrete values this
+    runs as one compiled program (cached by the shapes and the settings: another `hparams`
+    reuses it); eagerly, the folds' `vmap` would dispatch and compile operation by
+    operation (2.5 s a call on 5 folds of 185 x 9, against 2 ms compiled)."""
+    return _kfold_loss_compiled(stacked, hparams, kwargs)
 
 
 def kfold_hypergradient(stacked: BilevelProblem, hparams: HParams, **kwargs):
     """`hypergrad.hypergradient` of each fold under `vmap`; returns the mean value, the
     mean gradient and the per-fold `Hypergradient` (for warm starts; `init_params` and
-    `init_adjoint` in `kwargs` must carry the fold axis)."""
-    init_params = kwargs.pop("init_params", None)
-    init_adjoint = kwargs.pop("init_adjoint", None)
-    per = jax.vmap(
-        lambda pr, p0, v0: hypergradient(pr, hparams, init_params=p0, init_adjoint=v0, **kwargs)
-    )(stacked, init_params, init_adjoint)
-    mean = lambda t: jnp.mean(t, axis=0)  # noqa: E731
-    return mean(per.value), jax.tree.map(mean, per.grad), per
+    `init_adjoint` in `kwargs` must carry the fold axis). One compiled program when
+    called with concrete values, as `kfold_loss`."""
+    return _kfold_hypergradient_compiled(stacked, hparams, kwargs)
 
 
 def sure(
