@@ -163,3 +163,39 @@ def test_eager_ridge_hypergradient_meets_the_closed_form_either_way(monkeypatch,
     out = hypergrad.hypergradient(problem, problem.hparams, solver=hypergrad.solvers.Newton())
     exact = problems.ridge_hypergradient(problem, problem.hparams)
     np.testing.assert_allclose(out.grad["alpha"], exact["alpha"], rtol=1e-8)
+
+
+def test_eager_run_is_one_program_reused_for_other_numbers():
+    """`run` called eagerly compiles one program (an eager `lax.while_loop` compiled
+    its loop anew at every call, through a new closure), which other hyperparameters
+    and tolerances reuse; its result equals the run traced under `jit`."""
+    from hypergrad.solvers import LBFGS, run
+
+    problem = _logistic(2)
+    solver = LBFGS(tol=1e-9)
+    args = (solver, problem.inner, problem.init_params)
+    run(*args, {"alpha": np.float64(0.1)}, problem.train, tol=1e-6)
+    with count_compiles() as compiles:
+        sol = run(*args, {"alpha": np.float64(0.3)}, problem.train, tol=1e-8)
+        again = run(*args, {"alpha": np.float64(0.3)}, problem.train, tol=1e-8)
+    assert compiles == []
+    traced = jax.jit(lambda h: run(*args, h, problem.train, tol=1e-8))({"alpha": 0.3})
+    np.testing.assert_allclose(sol.params["w"], traced.params["w"], rtol=1e-10)
+    np.testing.assert_array_equal(sol.params["w"], again.params["w"])
+    assert int(sol.stats["num_steps"]) == int(traced.stats["num_steps"])
+
+
+def test_eager_run_leaves_python_objects_in_args_to_the_objective():
+    """A Python object in `args` reaches the objective as it is (the run is then not
+    compiled as a whole: `jit` would trace the object into an array)."""
+    from hypergrad.solvers import LBFGS, run
+
+    def fun(w, h, args):
+        power, target = args  # `power` a Python int, read as a static exponent
+        assert isinstance(power, int)
+        return jnp.sum((w - target) ** power) + h * jnp.sum(w**2)
+
+    target = jnp.arange(3.0)
+    sol = run(LBFGS(tol=1e-10), fun, jnp.zeros(3), 0.5, (2, target))
+    # Minimizer of |w - t|^2 + h |w|^2: t / (1 + h).
+    np.testing.assert_allclose(sol.params, target / 1.5, rtol=1e-8)

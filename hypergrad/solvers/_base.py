@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._compile import runs_compiled
 from .._config import Configurable
 from .._types import Args, Array, HParams, Params
 from ._solution import Solution, Status, tree_isfinite, tree_norm
@@ -226,7 +227,17 @@ def run(
     below the solver's own limit (the status then reads as for an unfinished run). `tol`
     replaces the solver's tolerance for this run as data (a traced value: one compiled
     program for every tolerance).
+
+    Called with concrete arrays (not under a transformation), the run is one compiled
+    program, cached by the solver, `fun`, `max_steps` and the shapes: other values reuse
+    it (`hypergrad._compile.runs_compiled`).
     """
+    if runs_compiled((params, args, state), (hparams, tol)):
+        return _run_compiled(solver, fun, params, hparams, args, state, max_steps, tol)
+    return _run(solver, fun, params, hparams, args, state, max_steps, tol)
+
+
+def _run(solver, fun, params, hparams, args, state, max_steps, tol) -> Solution:
     if state is None:
         state = solver.init(fun, params, hparams, args)
     if tol is not None:
@@ -243,6 +254,9 @@ def run(
 
     params, state = jax.lax.while_loop(cond, body, (params, state))
     return make_solution(solver, fun, params, state, hparams, args)
+
+
+_run_compiled = jax.jit(_run, static_argnames=("solver", "fun", "max_steps"))
 
 
 def run_steps(
