@@ -199,3 +199,32 @@ def test_eager_run_leaves_python_objects_in_args_to_the_objective():
     sol = run(LBFGS(tol=1e-10), fun, jnp.zeros(3), 0.5, (2, target))
     # Minimizer of |w - t|^2 + h |w|^2: t / (1 + h).
     np.testing.assert_allclose(sol.params, target / 1.5, rtol=1e-8)
+
+
+def test_eager_solve_and_outer_loss_reuse_their_programs():
+    """`solve` and `outer_loss` called eagerly (with the problem's own optimality
+    condition, the default stationarity, or the method's loop) compile nothing for other
+    hyperparameters; their values equal those traced under `jit`."""
+    import optax
+
+    from hypergrad import Unrolled, outer_loss, solve
+    from hypergrad.solvers import OptaxSolver
+
+    problem = _logistic(3)
+    gd = OptaxSolver(optax.sgd(0.5), max_steps=30, tol=None)
+    calls = {
+        "solve": lambda h: solve(
+            problem.inner, problem.init_params, h, problem.train, solver=problem.solver
+        ).params["w"],
+        "solve_unrolled": lambda h: solve(
+            problem.inner, problem.init_params, h, problem.train, solver=gd, method=Unrolled()
+        ).params["w"],
+        "outer_loss": lambda h: outer_loss(problem, h),
+    }
+    for name, call in calls.items():
+        call({"alpha": np.float64(0.1)})
+        with count_compiles() as compiles:
+            eager = call({"alpha": np.float64(0.4)})
+        assert compiles == [], name
+        traced = jax.jit(call)({"alpha": np.float64(0.4)})
+        np.testing.assert_allclose(eager, traced, rtol=1e-10, err_msg=name)

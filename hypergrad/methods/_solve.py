@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
-from .._compile import FAST_COMPILE, fast_compile
+from .._compile import FAST_COMPILE, fast_compile, runs_compiled
 from .._contracts import (
     check_float_hparams,
     check_problem_call,
@@ -106,14 +106,30 @@ def solve(
       A `Solution(params, state, stats, status)`.
     """
     method = Implicit() if method is None else method
+    given = optimality  # None, or the user's: a static setting of the compiled program
     optimality = stationarity(fun) if optimality is None else optimality
     hparams = check_float_hparams(hparams)
     _check_inputs(fun, init_params, hparams, args, solver, method, optimality)
-    sol = method.solve(solver, fun, init_params, hparams, args, optimality)
+    if runs_compiled((init_params, args), hparams):
+        # Called eagerly: one compiled program, reused for other values of the same
+        # shapes (an eager loop compiles anew at every call; see `hypergrad._compile`).
+        sol = _solve_compiled(
+            fun, init_params, hparams, args, solver=solver, method=method, optimality=given
+        )
+    else:
+        sol = method.solve(solver, fun, init_params, hparams, args, optimality)
     if throw:
         return check_status(sol, "solve")
     warn_not_stationary(sol, "solve")
     return sol
+
+
+def _solve(fun, init_params, hparams, args, *, solver, method, optimality):
+    optimality = stationarity(fun) if optimality is None else optimality
+    return method.solve(solver, fun, init_params, hparams, args, optimality)
+
+
+_solve_compiled = jax.jit(_solve, static_argnames=("fun", "solver", "method", "optimality"))
 
 
 def problem_method(problem: BilevelProblem, method: AbstractMethod | None) -> AbstractMethod:
@@ -153,7 +169,7 @@ def outer_loss(
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got split={split!r}")
     supplied = solver is not None  # its own hyperparameters may come as extra keys
-    solver, optimality = _problem_parts(problem, solver)
+    solver, _ = _problem_parts(problem, solver)
     method = problem_method(problem, method)
     hparams = check_problem_call(problem, hparams, init_params, allow_extra=supplied)
     init = problem.init_params if init_params is None else init_params
@@ -164,7 +180,9 @@ def outer_loss(
         problem.train,
         solver=solver,
         method=method,
-        optimality=optimality,
+        # The problem's own (None: stationarity of its inner objective, built by `solve`),
+        # so that an eager call's compiled program is found again (a new closure would not).
+        optimality=problem.optimality,
         throw=throw,
     )
     data = problem.val if split == "val" else problem.test
