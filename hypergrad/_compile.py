@@ -4,8 +4,7 @@ Interface: `fast_compile(*trees)` says whether a program whose data are the arra
 `trees` is compiled with `FAST_COMPILE` (the `compiler_options` of `jax.jit`): when
 they hold at most `SMALL_DATA_ELEMENTS` elements in all and the default backend is the
 CPU; otherwise with XLA's defaults. `runs_compiled(data, numbers)` says whether an eager
-entry point (`hypergrad.solvers.run`) runs as one compiled program, `goes_through_jit`
-whether `solve` calls its computation through its own `jax.jit`. The setting
+entry point (`hypergrad.solvers.run`) runs as one compiled program. The setting
 `HYPERGRAD_FAST_COMPILE=0` (or `false`, `off`, `no`; read at every call) gives XLA's
 defaults to every program.
 
@@ -62,35 +61,20 @@ def _concrete_array(x) -> bool:
     )
 
 
-def _all(tree, ok) -> bool:
-    return all(ok(leaf) for leaf in jax.tree.leaves(tree))
-
-
-def _number(x) -> bool:
-    return isinstance(x, (bool, int, float))
-
-
 def runs_compiled(data, numbers=()) -> bool:
-    """Whether an eager entry point (`run`) runs as one compiled program: no leaf is
-    traced (under a transformation the caller's program holds the computation), every
-    leaf of `data` is an array (a Python object there may be read as a static value by
-    the user's function, which `jit` would trace) and every leaf of `numbers` an array or
-    a Python number.
+    """Whether an eager entry point (`run`, `solve`) runs as one compiled program: no
+    leaf is traced (under a transformation the caller's program holds the computation),
+    every leaf of `data` is an array (a Python object there may be read as a static value
+    by the user's function, which `jit` would trace) and every leaf of `numbers` an
+    array or a Python number.
 
     Why. Called eagerly, `lax.while_loop` compiles its loop anew at every call (its body
     is a new closure each time): `run` of L-BFGS on breast cancer took 0.75 s a call,
     `solve` as long, the lasso's coordinate descent 2 s, against milliseconds compiled."""
-    return _all(data, _concrete_array) and _all(numbers, lambda x: _concrete_array(x) or _number(x))
-
-
-def goes_through_jit(data, numbers=()) -> bool:
-    """Whether an entry point meant to be differentiated (`solve`) calls its computation
-    through its own `jax.jit`: when every leaf of `data` is an array, concrete or traced,
-    and every leaf of `numbers` also may be a Python number. Eagerly, and under an eager
-    `jax.grad`, `jvp` or `vmap` (the README's first example), JAX then reuses the
-    compiled program and its derivatives' from call to call instead of running operation
-    by operation and compiling each loop anew (`jax.grad` of `outer_loss` on breast
-    cancer: 1.4-2.0 s a call, 40 ms through the jit); inside the caller's `jit` it is a
-    nested `jit`, traced once per signature and inlined by XLA."""
-    array = lambda x: isinstance(x, (np.ndarray, np.generic, jax.Array))  # noqa: E731
-    return _all(data, array) and _all(numbers, lambda x: array(x) or _number(x))
+    for leaf in jax.tree.leaves(data):
+        if not _concrete_array(leaf):
+            return False
+    for leaf in jax.tree.leaves(numbers):
+        if not (_concrete_array(leaf) or isinstance(leaf, (bool, int, float))):
+            return False
+    return True

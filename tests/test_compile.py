@@ -228,23 +228,3 @@ def test_eager_solve_and_outer_loss_reuse_their_programs():
         assert compiles == [], name
         traced = jax.jit(call)({"alpha": np.float64(0.4)})
         np.testing.assert_allclose(eager, traced, rtol=1e-10, err_msg=name)
-
-
-def test_eager_grad_of_outer_loss_reuses_its_programs():
-    """`jax.grad` of `outer_loss` outside any `jit` (the README's first example) compiles
-    nothing at a second point: `solve` goes through its own `jit`, whose program and
-    derivative programs JAX keeps, instead of running operation by operation and
-    compiling the loops anew at every call. Equal to the gradient traced under `jit`."""
-    from hypergrad import CG, Implicit, Unrolled, outer_loss
-
-    problem = _logistic(4)
-    for method in (Implicit(CG(tol=1e-10)), Unrolled("forward")):
-
-        def val(log_alpha, method=method):
-            return outer_loss(problem, {"alpha": jnp.exp(log_alpha)}, method=method)
-
-        jax.grad(val)(jnp.log(0.1))
-        with count_compiles() as compiles:
-            eager = jax.grad(val)(jnp.log(0.3))
-        assert compiles == [], method
-        np.testing.assert_allclose(eager, jax.jit(jax.grad(val))(jnp.log(0.3)), rtol=1e-10)

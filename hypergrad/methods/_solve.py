@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
-from .._compile import FAST_COMPILE, fast_compile, goes_through_jit
+from .._compile import FAST_COMPILE, fast_compile, runs_compiled
 from .._contracts import (
     check_float_hparams,
     check_problem_call,
@@ -110,9 +110,9 @@ def solve(
     optimality = stationarity(fun) if optimality is None else optimality
     hparams = check_float_hparams(hparams)
     _check_inputs(fun, init_params, hparams, args, solver, method, optimality)
-    if goes_through_jit((init_params, args), hparams):
-        # One jitted program, reused for other values of the same shapes, eagerly and
-        # under an eager `jax.grad` (see `hypergrad._compile.goes_through_jit`).
+    if runs_compiled((init_params, args), hparams):
+        # Called eagerly: one compiled program, reused for other values of the same
+        # shapes (an eager loop compiles anew at every call; see `hypergrad._compile`).
         sol = _solve_compiled(
             fun, init_params, hparams, args, solver=solver, method=method, optimality=given
         )
