@@ -104,6 +104,11 @@ def solve(
 
     Returns:
       A `Solution(params, state, stats, status)`.
+
+    Called with concrete arrays (not under `jit`, `grad` or `vmap`), the solve runs as
+    one compiled program, cached by `fun`, the solver, the method, the optimality
+    condition and the shapes (`hypergrad._compile.runs_compiled`); under a
+    transformation it is traced into the caller's program.
     """
     method = Implicit() if method is None else method
     given = optimality  # None, or the user's: a static setting of the compiled program
