@@ -3,8 +3,9 @@
 Interface: `fast_compile(*trees)` says whether a program whose data are the arrays in
 `trees` is compiled with `FAST_COMPILE` (the `compiler_options` of `jax.jit`): when
 they hold at most `SMALL_DATA_ELEMENTS` elements in all and the default backend is the
-CPU; otherwise with XLA's defaults. `runs_compiled(data, numbers)` says whether an eager
-entry point (`hypergrad.solvers.run`) runs as one compiled program. The setting
+CPU; otherwise with XLA's defaults; `EagerProgram(fn, static_argnames)` holds both jitted
+versions of an entry point. `runs_compiled(data, numbers)` says whether an eager entry
+point (`hypergrad.solvers.run`, `solve`) runs as one compiled program. The setting
 `HYPERGRAD_FAST_COMPILE=0` (or `false`, `off`, `no`; read at every call) gives XLA's
 defaults to every program.
 
@@ -55,26 +56,39 @@ def fast_compile(*trees) -> bool:
     return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(trees)) <= SMALL_DATA_ELEMENTS
 
 
+class EagerProgram:
+    """`fn` under `jax.jit` twice, with XLA's defaults and with `FAST_COMPILE`, for an
+    eager entry point: `program.for_data(*trees)` is the one that data this size get
+    (`fast_compile`). Each keeps its own cache of compiled programs."""
+
+    def __init__(self, fn, static_argnames):
+        self._plain = jax.jit(fn, static_argnames=static_argnames)
+        self._small = jax.jit(fn, static_argnames=static_argnames, compiler_options=FAST_COMPILE)
+
+    def for_data(self, *trees):
+        return self._small if fast_compile(*trees) else self._plain
+
+
 def _concrete_array(x) -> bool:
     return isinstance(x, (np.ndarray, np.generic)) or (
         isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
     )
 
 
+def _concrete_number(x) -> bool:
+    return _concrete_array(x) or isinstance(x, (bool, int, float))
+
+
 def runs_compiled(data, numbers=()) -> bool:
-    """Whether an eager entry point (`run`, `solve`) runs as one compiled program: no
-    leaf is traced (under a transformation the caller's program holds the computation),
-    every leaf of `data` is an array (a Python object there may be read as a static value
-    by the user's function, which `jit` would trace) and every leaf of `numbers` an
-    array or a Python number.
+    """Whether an eager entry point (`run`, `solve`, the k-fold criteria) runs as one
+    compiled program: no leaf is traced (under a transformation the caller's program
+    holds the computation), every leaf of `data` is an array (a Python object there may
+    be read as a static value by the user's function, which `jit` would trace) and every
+    leaf of `numbers` an array or a Python number.
 
     Why. Called eagerly, `lax.while_loop` compiles its loop anew at every call (its body
     is a new closure each time): `run` of L-BFGS on breast cancer took 0.75 s a call,
     `solve` as long, the lasso's coordinate descent 2 s, against milliseconds compiled."""
-    for leaf in jax.tree.leaves(data):
-        if not _concrete_array(leaf):
-            return False
-    for leaf in jax.tree.leaves(numbers):
-        if not (_concrete_array(leaf) or isinstance(leaf, (bool, int, float))):
-            return False
-    return True
+    return all(map(_concrete_array, jax.tree.leaves(data))) and all(
+        map(_concrete_number, jax.tree.leaves(numbers))
+    )

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
-from .._compile import FAST_COMPILE, fast_compile, runs_compiled
+from .._compile import EagerProgram, runs_compiled
 from .._contracts import (
     check_float_hparams,
     check_problem_call,
@@ -118,7 +118,7 @@ def solve(
     if runs_compiled((init_params, args), hparams):
         # Called eagerly: one compiled program, reused for other values of the same
         # shapes (an eager loop compiles anew at every call; see `hypergrad._compile`).
-        sol = _solve_compiled(
+        sol = _solve_compiled.for_data(args)(
             fun, init_params, hparams, args, solver=solver, method=method, optimality=given
         )
     else:
@@ -134,7 +134,7 @@ def _solve(fun, init_params, hparams, args, *, solver, method, optimality):
     return method.solve(solver, fun, init_params, hparams, args, optimality)
 
 
-_solve_compiled = jax.jit(_solve, static_argnames=("fun", "solver", "method", "optimality"))
+_solve_compiled = EagerProgram(_solve, ("fun", "solver", "method", "optimality"))
 
 
 def problem_method(problem: BilevelProblem, method: AbstractMethod | None) -> AbstractMethod:
@@ -270,8 +270,7 @@ def hypergradient(
     _check_inputs(problem.inner, init, hparams, problem.train, solver, method, optimality)
     dynamic = (problem, _strong(hparams), init, init_adjoint, init_state, _strong(tol))
     # Small data: a program compiled for compile time (`hypergrad._compile`).
-    small = fast_compile(problem.train, problem.val)
-    compiled = _hypergradient_jit_small if small else _hypergradient_jit
+    compiled = _hypergradient_compiled.for_data(problem.train, problem.val)
     out = compiled(*dynamic, solver=solver, method=method, throw=False)
     if throw:
         check_status(out.solution, "hypergradient")
@@ -354,8 +353,4 @@ def _strong(tree):
 
 # One program per (solver, method, problem functions, shapes): solver and method are
 # frozen dataclasses, equal (and so cache hits) when their settings are.
-_STATIC = ("solver", "method", "throw")
-_hypergradient_jit = jax.jit(_hypergradient, static_argnames=_STATIC)
-_hypergradient_jit_small = jax.jit(
-    _hypergradient, static_argnames=_STATIC, compiler_options=FAST_COMPILE
-)
+_hypergradient_compiled = EagerProgram(_hypergradient, ("solver", "method", "throw"))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._bilevel import BilevelProblem
-from .._compile import FAST_COMPILE, fast_compile
+from .._compile import EagerProgram, runs_compiled
 from .._types import Array, HParams
 from ..methods._solve import hypergradient, outer_loss, solve
 from ._data import LEAST_ROWS, bucket
@@ -158,20 +158,17 @@ _STATIC_KWARGS = ("solver", "method", "split", "throw")
 
 
 def _compiled(fn):
-    """`fn(stacked, hparams, data, **settings)` called as one compiled program, keyed by
-    the settings and the shapes, when its arguments are concrete; traced into the
-    caller's program under a transformation. Small data get the program compiled for
-    compile time, as `hypergradient`'s (`hypergrad._compile`)."""
-    plain = jax.jit(fn, static_argnames=_STATIC_KWARGS)
-    small = jax.jit(fn, static_argnames=_STATIC_KWARGS, compiler_options=FAST_COMPILE)
+    """`fn(stacked, hparams, data, **settings)` as one compiled program, keyed by the
+    settings and the shapes, when called eagerly (`hypergrad._compile.runs_compiled`);
+    traced into the caller's program under a transformation."""
+    program = EagerProgram(fn, _STATIC_KWARGS)
 
     def call(stacked, hparams, kwargs):
         settings = {k: v for k, v in kwargs.items() if k in _STATIC_KWARGS}
         data = {k: v for k, v in kwargs.items() if k not in _STATIC_KWARGS}
-        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((stacked, hparams, data))):
+        if not runs_compiled(stacked, (hparams, data)):
             return fn(stacked, hparams, data, **settings)
-        compiled = small if fast_compile(stacked.train, stacked.val) else plain
-        return compiled(stacked, hparams, data, **settings)
+        return program.for_data(stacked.train, stacked.val)(stacked, hparams, data, **settings)
 
     return call
 
@@ -181,13 +178,13 @@ def _kfold_loss(stacked, hparams, data, **settings):
 
 
 def _kfold_hypergradient(stacked, hparams, data, **settings):
-    init_params = data.pop("init_params", None)
-    init_adjoint = data.pop("init_adjoint", None)
+    warm = ("init_params", "init_adjoint")
+    rest = {k: v for k, v in data.items() if k not in warm}
     per = jax.vmap(
         lambda pr, p0, v0: hypergradient(
-            pr, hparams, init_params=p0, init_adjoint=v0, **settings, **data
+            pr, hparams, init_params=p0, init_adjoint=v0, **settings, **rest
         )
-    )(stacked, init_params, init_adjoint)
+    )(stacked, *(data.get(k) for k in warm))
     mean = lambda t: jnp.mean(t, axis=0)  # noqa: E731
     return mean(per.value), jax.tree.map(mean, per.grad), per
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._compile import runs_compiled
+from .._compile import EagerProgram, runs_compiled
 from .._config import Configurable
 from .._types import Args, Array, HParams, Params
 from ._solution import Solution, Status, tree_isfinite, tree_norm
@@ -230,10 +230,11 @@ def run(
 
     Called with concrete arrays (not under a transformation), the run is one compiled
     program, cached by the solver, `fun`, `max_steps` and the shapes: other values reuse
-    it (`hypergrad._compile.runs_compiled`).
+    it (`hypergrad._compile.runs_compiled`; small data compiled for compile time).
     """
     if runs_compiled((params, args, state), (hparams, tol)):
-        return _run_compiled(solver, fun, params, hparams, args, state, max_steps, tol)
+        compiled = _run_compiled.for_data(args)
+        return compiled(solver, fun, params, hparams, args, state, max_steps, tol)
     return _run(solver, fun, params, hparams, args, state, max_steps, tol)
 
 
@@ -256,7 +257,7 @@ def _run(solver, fun, params, hparams, args, state, max_steps, tol) -> Solution:
     return make_solution(solver, fun, params, state, hparams, args)
 
 
-_run_compiled = jax.jit(_run, static_argnames=("solver", "fun", "max_steps"))
+_run_compiled = EagerProgram(_run, ("solver", "fun", "max_steps"))
 
 
 def run_steps(
